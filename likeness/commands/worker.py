@@ -1,0 +1,14 @@
+"""`likeness worker`: not built yet (issue 4)."""
+
+from __future__ import annotations
+
+import argparse
+
+from likeness.commands._placeholder import no_arguments as add_arguments
+from likeness.commands._placeholder import not_built
+
+__all__ = ["add_arguments", "run"]
+
+
+def run(args: argparse.Namespace) -> int:
+    return not_built("worker", "issue 4")
