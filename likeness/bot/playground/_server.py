@@ -1,0 +1,359 @@
+"""The local web playground: a third thin frontend over `BotCore`, served by aiohttp.
+
+A browser session (cookie) is one user. Uploads go through the same checks as chat requests; progress
+streams over Server-Sent Events; results come from the queue's delivery stream like any bot's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from importlib import resources
+from typing import Any
+
+from aiohttp import web
+from redis.exceptions import RedisError
+
+from likeness.bot._core import BotCore
+from likeness.bot._grammar import MAX_COUNT, PortraitArgs
+from likeness.bot._texts import caption
+from likeness.errors import (
+    QueueFull,
+    QueueUnavailable,
+    RateLimited,
+    ResultExpired,
+    TooManyActiveJobs,
+    UserError,
+)
+from likeness.presets import FORMATS
+from likeness.queue import Delivery, DeliveryConsumer, Origin, ResultRecord, Ticket
+
+__all__ = ["PLATFORM", "build_app", "consume_deliveries"]
+
+log = logging.getLogger("likeness.playground")
+
+PLATFORM = "playground"
+COOKIE = "likeness_session"
+CORE: web.AppKey[BotCore] = web.AppKey("core", BotCore)
+_OUTCOME_WAIT_S = 30.0
+_STATUS = {RateLimited: 429, QueueFull: 429, TooManyActiveJobs: 429, QueueUnavailable: 503}
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _outcome_key(job_id: str) -> str:
+    return f"likeness:pg:outcome:{job_id}"
+
+
+def _history_key(session: str) -> str:
+    return f"likeness:pg:history:{session}"
+
+
+def build_app(core: BotCore) -> web.Application:
+    """The playground application; run `consume_deliveries` beside it so results arrive."""
+    app = web.Application(client_max_size=core.settings.max_upload_bytes + 64 * 1024, middlewares=[_session, _errors])
+    app[CORE] = core
+    app.add_routes(
+        [
+            web.get("/", _index),
+            web.get("/static/{name}", _static),
+            web.get("/api/presets", _presets),
+            web.post("/api/portrait", _portrait),
+            web.post("/api/results/{result_id}/reroll", _reroll),
+            web.post("/api/results/{result_id}/variations", _variations),
+            web.post("/api/results/{result_id}/edit", _edit),
+            web.get("/api/results/{result_id}", _result),
+            web.get("/api/results/{result_id}/images/{index}", _image),
+            web.get("/api/jobs/{job_id}/events", _events),
+            web.get("/api/history", _history),
+            web.post("/api/cancel", _cancel),
+            web.post("/api/forget", _forget),
+        ]
+    )
+    return app
+
+
+async def consume_deliveries(core: BotCore, consumer_name: str | None = None) -> None:
+    """Record each finished playground job (result id or error) for the SSE streams, then ack it."""
+    name = consumer_name or f"playground-{socket.gethostname()}"
+    ttl = core.settings.result_ttl_s
+    async with DeliveryConsumer(core.queue.redis, PLATFORM, name) as deliveries:
+        async for delivery in deliveries:
+            outcome = _outcome(delivery)
+            async with core.queue.redis.pipeline(transaction=True) as pipe:
+                pipe.set(_outcome_key(delivery.job_id), json.dumps(outcome), ex=ttl)
+                if delivery.result is not None:
+                    history = _history_key(delivery.origin.chat_id)
+                    pipe.lpush(history, delivery.result.result_id)
+                    pipe.ltrim(history, 0, 199)
+                    pipe.expire(history, ttl)
+                await pipe.execute()
+            await deliveries.ack(delivery)
+
+
+def _outcome(delivery: Delivery) -> dict[str, Any]:
+    if delivery.result is not None:
+        return {"result_id": delivery.result.result_id}
+    return {"error": delivery.error_code or "error", "message": delivery.user_message}
+
+
+# --- middlewares ---------------------------------------------------------------------------------
+
+
+@web.middleware
+async def _session(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """One random, HttpOnly cookie per browser: the playground's notion of a user."""
+    session = request.cookies.get(COOKIE, "")
+    fresh = not (16 <= len(session) <= 64 and session.replace("-", "").replace("_", "").isalnum())
+    if fresh:
+        session = secrets.token_urlsafe(18)
+    request["session"] = session
+    response = await handler(request)
+    if fresh and not response.prepared:
+        response.set_cookie(COOKIE, session, httponly=True, samesite="Strict", max_age=7 * 24 * 3600)
+    return response
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The playground's error sink: JSON with the same texts the bots show."""
+    try:
+        return await handler(request)
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app[CORE].settings.max_upload_bytes
+        return _error(413, "too_large", f"That file is too large; the limit is {limit / 1e6:.0f} MB.")
+    except web.HTTPException:
+        raise
+    except UserError as exc:
+        return _error(_STATUS.get(type(exc), 400), exc.code, exc.user_message)
+    except RedisError as exc:
+        return _error(503, QueueUnavailable.code, QueueUnavailable().user_message, cause=exc)
+    except Exception as exc:  # the one sink: anything else is logged with a reference
+        status = _STATUS.get(type(exc), 500)
+        return _error(status, getattr(exc, "code", "error"), request.app[CORE].error_message(exc), cause=exc)
+
+
+def _error(status: int, code: str, message: str, cause: BaseException | None = None) -> web.Response:
+    if cause is not None and status >= 500:
+        log.warning("playground error %s: %s", code, cause)
+    return web.json_response({"error": code, "message": message}, status=status)
+
+
+# --- pages ---------------------------------------------------------------------------------------
+
+_STATIC_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}
+
+
+async def _index(request: web.Request) -> web.Response:
+    return _static_file("index.html")
+
+
+async def _static(request: web.Request) -> web.Response:
+    return _static_file(request.match_info["name"])
+
+
+def _static_file(name: str) -> web.Response:
+    folder = resources.files("likeness.bot.playground") / "static"
+    entry = folder / name
+    suffix = name[name.rfind(".") :] if "." in name else ""
+    if "/" in name or suffix not in _STATIC_TYPES or not entry.is_file():
+        raise web.HTTPNotFound()
+    return web.Response(body=entry.read_bytes(), content_type=_STATIC_TYPES[suffix], charset="utf-8")
+
+
+# --- API -----------------------------------------------------------------------------------------
+
+
+async def _presets(request: web.Request) -> web.Response:
+    core = request.app[CORE]
+    return web.json_response(
+        {
+            "presets": [
+                {
+                    "name": p.name,
+                    "title": p.title,
+                    "emoji": p.emoji,
+                    "description": p.description,
+                    "category": p.category,
+                    "format": p.defaults.format,
+                }
+                for p in core.presets
+            ],
+            "formats": [{"name": f.name, "description": f.description} for f in FORMATS.values()],
+            "max_count": MAX_COUNT,
+        }
+    )
+
+
+async def _portrait(request: web.Request) -> web.Response:
+    core = request.app[CORE]
+    form = await _form(request)
+    selfie = form.get("selfie")
+    count_text = str(form.get("count") or "1")
+    if not count_text.isdigit() or not 1 <= int(count_text) <= MAX_COUNT:
+        raise UserError(message=f"I can make 1 to {MAX_COUNT} images at a time.")
+    args = PortraitArgs(
+        preset=str(form.get("preset") or "").strip(),
+        prompt=str(form.get("prompt") or "").strip(),
+        format=str(form.get("format") or "").strip() or None,
+        count=int(count_text),
+    )
+    ticket = await core.portrait(_origin(request), args, selfie if isinstance(selfie, bytes) else None)
+    return _ticket(ticket)
+
+
+async def _reroll(request: web.Request) -> web.Response:
+    core = request.app[CORE]
+    return _ticket(await core.reroll(_origin(request), request.match_info["result_id"]))
+
+
+async def _variations(request: web.Request) -> web.Response:
+    core = request.app[CORE]
+    return _ticket(await core.variations(_origin(request), request.match_info["result_id"]))
+
+
+async def _edit(request: web.Request) -> web.Response:
+    core = request.app[CORE]
+    form = await _form(request)
+    mask = form.get("mask")
+    ticket = await core.edit(
+        _origin(request),
+        request.match_info["result_id"],
+        str(form.get("instruction") or ""),
+        mask if isinstance(mask, bytes) and mask else None,
+    )
+    return _ticket(ticket)
+
+
+async def _result(request: web.Request) -> web.Response:
+    record = await _own_result(request)
+    return web.json_response(_result_json(record))
+
+
+async def _image(request: web.Request) -> web.Response:
+    record = await _own_result(request)
+    try:
+        blob_id = record.image_blob_ids[int(request.match_info["index"])]
+    except (ValueError, IndexError):
+        raise web.HTTPNotFound() from None
+    data = await request.app[CORE].queue.get_image(blob_id)
+    name = f"likeness-{record.result_id}-{request.match_info['index']}.png"
+    return web.Response(
+        body=data,
+        content_type="image/png",
+        headers={"Content-Disposition": f'inline; filename="{name}"', "Cache-Control": "private, max-age=3600"},
+    )
+
+
+async def _events(request: web.Request) -> web.StreamResponse:
+    """Server-Sent Events for one job: `progress` texts, then one `result` or `error`."""
+    core = request.app[CORE]
+    job_id = request.match_info["job_id"]
+    job = await core.queue.get_job(job_id)
+    if job is None or job.origin.chat_id != request["session"]:
+        raise web.HTTPNotFound()
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    await response.prepare(request)
+    async for text in _progress_then_outcome(core, job_id):
+        await response.write(text.encode())
+    return response
+
+
+async def _progress_then_outcome(core: BotCore, job_id: str) -> AsyncIterator[str]:
+    async for event in core.queue.progress(job_id, idle_timeout_s=core.settings.job_timeout_s * 2):
+        yield _sse("progress", event.model_dump(mode="json"))
+        if event.final:
+            break
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + _OUTCOME_WAIT_S
+    while loop.time() < deadline:
+        raw = await core.queue.redis.get(_outcome_key(job_id))
+        if raw is not None:
+            outcome = json.loads(raw)
+            if "result_id" in outcome:
+                record = await core.queue.get_result(outcome["result_id"])
+                yield _sse("result", _result_json(record))
+            else:
+                yield _sse("error", outcome)
+            return
+        await asyncio.sleep(0.05)
+    yield _sse("error", {"error": "timeout", "message": "The result did not arrive; please try again."})
+
+
+async def _history(request: web.Request) -> web.Response:
+    core = request.app[CORE]
+    ids = await core.queue.redis.lrange(_history_key(request["session"]), 0, 49)
+    items = []
+    for raw in ids:
+        try:
+            record = await core.queue.get_result(raw.decode())
+        except ResultExpired:
+            continue
+        items.append(_result_json(record))
+    return web.json_response({"results": items})
+
+
+async def _cancel(request: web.Request) -> web.Response:
+    core = request.app[CORE]
+    return web.json_response({"message": await core.cancel(_origin(request))})
+
+
+async def _forget(request: web.Request) -> web.Response:
+    core = request.app[CORE]
+    message = await core.forget(_origin(request))
+    await core.queue.redis.delete(_history_key(request["session"]))
+    return web.json_response({"message": message})
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+async def _form(request: web.Request) -> dict[str, str | bytes]:
+    """Multipart or urlencoded fields; file fields as bytes (size bounded by client_max_size)."""
+    post = await request.post()
+    fields: dict[str, str | bytes] = {}
+    for key, value in post.items():
+        fields[key] = value.file.read() if isinstance(value, web.FileField) else str(value)
+    return fields
+
+
+def _origin(request: web.Request) -> Origin:
+    session = request["session"]
+    return Origin(platform=PLATFORM, chat_id=session, user_id=f"web:{session}")
+
+
+async def _own_result(request: web.Request) -> ResultRecord:
+    record = await request.app[CORE].queue.get_result(request.match_info["result_id"])
+    if record.origin.platform != PLATFORM or record.origin.chat_id != request["session"]:
+        raise web.HTTPNotFound()
+    return record
+
+
+def _ticket(ticket: Ticket) -> web.Response:
+    return web.json_response({"job_id": ticket.job_id, "position": ticket.position, "eta_s": ticket.eta_s}, status=202)
+
+
+def _result_json(record: ResultRecord) -> dict[str, Any]:
+    meta = record.metadata
+    scores = list(meta.get("likeness_scores") or [None] * len(record.seeds))  # type: ignore[call-overload]
+    return {
+        "result_id": record.result_id,
+        "parent_id": record.parent_id,
+        "kind": record.kind,
+        "seeds": list(record.seeds),
+        "scores": scores,
+        "captions": [caption(meta, seed, score) for seed, score in zip(record.seeds, scores, strict=False)],
+        "images": [f"/api/results/{record.result_id}/images/{i}" for i in range(len(record.image_blob_ids))],
+        "preset": meta.get("preset"),
+        "instruction": meta.get("instruction"),
+        "notices": list(meta.get("notices") or []),  # type: ignore[call-overload]
+        "created_at": record.created_at,
+    }
+
+
+def _sse(event: str, data: object) -> str:
+    return f"event: {event}\ndata: {json.dumps(data)}\n\n"
