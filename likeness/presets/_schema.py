@@ -142,14 +142,17 @@ class EffectivePreset(_Strict):
         return tuple(sorted((lora.key, round(lora.weight, 4)) for lora in self.loras))
 
     def render(self, subject: str, user_prompt: str = "", framing: str = "") -> list[tuple[float, str, str]]:
-        """(weight, prompt, negative) per part, with slots filled and framing and trigger words added."""
+        """(weight, prompt, negative) per part: LoRA trigger words, the filled template, the framing.
+
+        Trigger words lead because CLIP keeps only the first 77 tokens; framing words close the prompt.
+        """
         # Two LoRAs may share a trigger word; saying it twice only costs tokens.
-        extras = dict.fromkeys(x.strip() for x in (framing, *(w for lora in self.loras for w in lora.trigger_words)))
-        extra = ", ".join(x for x in extras if x)
+        triggers = ", ".join(dict.fromkeys(w.strip() for lora in self.loras for w in lora.trigger_words if w.strip()))
         rendered = []
         for part in self.prompts:
             text = render_prompt(part.template, subject, user_prompt)
-            rendered.append((part.weight, f"{text}, {extra}" if extra else text, part.negative))
+            prompt = ", ".join(x for x in (triggers, text, framing.strip()) if x)
+            rendered.append((part.weight, prompt, part.negative))
         return rendered
 
     def describe(self) -> str:
