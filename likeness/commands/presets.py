@@ -33,6 +33,6 @@ def run(args: argparse.Namespace) -> int:
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(4)]
     for row in [header, *rows]:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[4])
-    print(f"\n{len(catalog)} presets. Fuse them with `+` and optional weights: ghibli+headshot, ghibli:0.7+headshot:0.3")
+    print(f"\n{len(catalog)} presets. Fuse them with `+` and weights: ghibli+headshot, ghibli:0.7+headshot:0.3")
     print("Formats: " + ", ".join(f"{f.name} ({f.description})" for f in FORMATS.values()))
     return 0
