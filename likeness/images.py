@@ -17,8 +17,8 @@ from likeness.errors import InvalidImage
 __all__ = ["encode_image", "load_image", "sniff_image"]
 
 _FORMATS = {"png": "PNG", "jpeg": "JPEG", "jpg": "JPEG", "webp": "WEBP"}
-# Decoders we accept. Fewer decoders, less attack surface; MPO is how Pillow opens many phone JPEGs.
-_INPUT_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP")
+# Decoders we accept: fewer decoders, less attack surface. ("JPEG" also opens phones' multi-picture MPO files.)
+_INPUT_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP")
 _MIN_SIDE = 16
 # Pillow raises many exception types on hostile input (struct.error, IndexError, ...), none of them
 # documented as the full list; at this edge every one of them means "that file is broken".
@@ -30,7 +30,7 @@ def sniff_image(data: bytes, *, max_bytes: int, max_pixels: int) -> tuple[int, i
     if not data:
         raise InvalidImage(message="That file is empty. Please send a photo (JPEG, PNG or WebP).")
     if len(data) > max_bytes:
-        raise InvalidImage(message=f"That file is too large ({_mb(len(data))} MB); the limit is {_mb(max_bytes)} MB.")
+        raise InvalidImage(message=f"That file is too large ({_size(len(data))}); the limit is {_size(max_bytes)}.")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -120,8 +120,10 @@ def _has_alpha(img: Image.Image) -> bool:
     return img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (img.mode == "P" and "transparency" in img.info)
 
 
-def _mb(n: int) -> str:
-    return f"{n / 1e6:.1f}".removesuffix(".0")
+def _size(n: int) -> str:
+    if n >= 1_000_000:
+        return f"{n / 1e6:.1f}".removesuffix(".0") + " MB"
+    return f"{max(1, round(n / 1e3))} KB"
 
 
 def _bomb(max_pixels: int) -> InvalidImage:
