@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import warnings
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from likeness.errors import InvalidImage
 
@@ -20,9 +20,18 @@ _FORMATS = {"png": "PNG", "jpeg": "JPEG", "jpg": "JPEG", "webp": "WEBP"}
 # Decoders we accept: fewer decoders, less attack surface. ("JPEG" also opens phones' multi-picture MPO files.)
 _INPUT_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP")
 _MIN_SIDE = 16
-# Pillow raises many exception types on hostile input (struct.error, IndexError, ...), none of them
-# documented as the full list; at this edge every one of them means "that file is broken".
-_DECODE_ERRORS = (Exception,)
+# What Pillow's decoders raise on broken files (found by tests/test_input_fuzz.py).
+_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError)
+# EXIF orientation -> the transpose that makes the picture upright.
+_UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 
 def sniff_image(data: bytes, *, max_bytes: int, max_pixels: int) -> tuple[int, int]:
@@ -34,6 +43,7 @@ def sniff_image(data: bytes, *, max_bytes: int, max_pixels: int) -> tuple[int, i
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", UserWarning)  # Pillow's notes on corrupt EXIF: not actionable
             with Image.open(io.BytesIO(data), formats=_INPUT_FORMATS) as probe:
                 width, height = probe.size
     except UnidentifiedImageError as exc:
@@ -57,11 +67,14 @@ def load_image(data: bytes, *, max_bytes: int, max_pixels: int) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", UserWarning)  # Pillow's notes on corrupt EXIF: not actionable
             with Image.open(io.BytesIO(data), formats=_INPUT_FORMATS) as img:
                 img.seek(0)
-                upright = ImageOps.exif_transpose(img)
-                rgb = _to_rgb(upright)
+                orientation = _orientation(img)
+                rgb = _to_rgb(img)
                 rgb.load()
+                if orientation in _UPRIGHT:
+                    rgb = rgb.transpose(_UPRIGHT[orientation])
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise _bomb(max_pixels) from exc
     except _DECODE_ERRORS as exc:
@@ -114,6 +127,19 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         scale = 255.0 if img.mode == "F" and float(hi) <= 1.0 else 1 / 257 if float(hi) > 255 else 1.0
         return img.convert("F").point(lambda v: v * scale).convert("L").convert("RGB")
     return img.convert("RGB")
+
+
+def _orientation(img: Image.Image) -> int:
+    """The EXIF orientation tag, or 1 (upright) when there is none or the EXIF block is corrupt.
+
+    Not `ImageOps.exif_transpose`: it also rewrites the EXIF block, and on a corrupt one raises
+    TypeError or struct.error (fuzzing found both) for a photo whose pixels are fine.
+    """
+    try:
+        value = img.getexif().get(0x0112, 1)
+    except Exception:  # any EXIF parse failure: Pillow documents no exception list for it
+        return 1
+    return value if isinstance(value, int) else 1
 
 
 def _has_alpha(img: Image.Image) -> bool:
