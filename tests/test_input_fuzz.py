@@ -14,7 +14,7 @@ from likeness.presets import PresetCatalog
 from tests.helpers.image_bytes import animated, quadrants, save
 
 LIMITS = {"max_bytes": 2_000_000, "max_pixels": 4_000_000}
-FUZZ = settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # Valid files of every accepted format, cut anywhere by the fuzzer.
 SAMPLES = {
