@@ -21,6 +21,7 @@ from tests.helpers.image_bytes import (
     png_claiming_size,
     quadrants,
     save,
+    with_corrupt_exif,
 )
 
 LIMITS = {"max_bytes": 10_000_000, "max_pixels": 40_000_000}
@@ -110,6 +111,14 @@ def test_exif_rotated_jpeg_comes_out_upright() -> None:
     stored = upright.transpose(Image.Transpose.ROTATE_90)
     img = load(jpeg_with_exif(stored, orientation=6))
     assert img.size == (48, 64)
+    for got, want in zip(corner_colours(img), [RED, GREEN, BLUE, YELLOW], strict=True):
+        assert close(got, want), (got, want)
+
+
+def test_corrupt_exif_does_not_lose_the_photo() -> None:
+    upright = quadrants(48, 64)
+    img = load(with_corrupt_exif(jpeg_with_exif(upright.transpose(Image.Transpose.ROTATE_90), orientation=6)))
+    assert img.size == (48, 64)  # the orientation tag itself is still read
     for got, want in zip(corner_colours(img), [RED, GREEN, BLUE, YELLOW], strict=True):
         assert close(got, want), (got, want)
 

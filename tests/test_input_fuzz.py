@@ -11,7 +11,7 @@ from PIL import Image
 from likeness.errors import InvalidImage, InvalidPresetSpec, UnknownPreset
 from likeness.images import load_image
 from likeness.presets import PresetCatalog
-from tests.helpers.image_bytes import animated, quadrants, save
+from tests.helpers.image_bytes import animated, jpeg_with_exif, quadrants, save
 
 LIMITS = {"max_bytes": 2_000_000, "max_pixels": 4_000_000}
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -21,6 +21,7 @@ SAMPLES = {
     "png": save(quadrants(40, 30), "PNG"),
     "png-rgba": save(quadrants(40, 30).convert("RGBA"), "PNG"),
     "jpeg": save(quadrants(40, 30), "JPEG", quality=90),
+    "jpeg-exif": jpeg_with_exif(quadrants(40, 30), orientation=6),
     "jpeg-progressive": save(quadrants(40, 30), "JPEG", quality=90, progressive=True),
     "webp": save(quadrants(40, 30), "WEBP", quality=80),
     "gif": animated("GIF", [(200, 0, 0), (0, 200, 0)], size=(24, 24)),

@@ -58,3 +58,13 @@ def png_claiming_size(width: int, height: int) -> bytes:
     crc = zlib.crc32(bytes(data[12:29])) & 0xFFFFFFFF  # type + 13 data bytes
     data[29:33] = struct.pack(">I", crc)
     return bytes(data)
+
+
+def with_corrupt_exif(jpeg: bytes) -> bytes:
+    """Retype the EXIF `Make` entry from ASCII to RATIONAL: a broken EXIF block around intact pixels.
+
+    Pillow's `ImageOps.exif_transpose` raised AttributeError on this (found by fuzzing).
+    """
+    entry = b"\x01\x0f\x00\x02"  # big-endian IFD entry: tag 0x010F (Make), type 2 (ASCII)
+    assert jpeg.count(entry) == 1
+    return jpeg.replace(entry, b"\x01\x0f\x00\x05")
