@@ -123,8 +123,8 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         return background
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         # Pillow clips these to 8 bits (most of a 16-bit photo turns white); scale instead.
-        _lo, hi = img.getextrema()  # type: ignore[misc]
-        scale = 255.0 if img.mode == "F" and float(hi) <= 1.0 else 1 / 257 if float(hi) > 255 else 1.0
+        hi = float(img.getextrema()[1])  # type: ignore[arg-type]  # single band: (min, max) numbers
+        scale = 255.0 if img.mode == "F" and hi <= 1.0 else 1 / 257 if hi > 255 else 1.0
         return img.convert("F").point(lambda v: v * scale).convert("L").convert("RGB")
     return img.convert("RGB")
 

@@ -196,7 +196,7 @@ def _clip(text: str, limit: int = 40) -> str:
 
 def _blend(weighted: list[tuple[GenerationDefaults, float]], main: GenerationDefaults) -> GenerationDefaults:
     def mix(field: str) -> float:
-        return sum(getattr(d, field) * w for d, w in weighted)
+        return float(sum(getattr(d, field) * w for d, w in weighted))
 
     layers: dict[str, float] | None = None
     if any(d.identity_layers for d, _ in weighted):
