@@ -30,8 +30,8 @@ FORMATS: dict[str, Format] = {
         Format("instagram", 4 / 5, "portrait composition, head and upper body", "4:5 feed post"),
         Format("story", 9 / 16, "vertical full-height composition, subject in the middle third", "9:16 story / reel"),
         Format("youtube", 16 / 9, "wide cinematic shot, subject off-center, space for a title", "16:9 thumbnail"),
-        Format("portrait", 2 / 3, "tall portrait, full figure from head to knees", "2:3 poster / full figure"),
-        Format("landscape", 3 / 2, "landscape composition, subject in a wide scene", "3:2 photo print"),
+        Format("portrait", 2 / 3, "tall portrait composition, head to waist", "2:3 poster"),
+        Format("landscape", 3 / 2, "landscape composition, subject in the foreground", "3:2 photo print"),
         Format("banner", 3.0, "ultra-wide panoramic banner, subject on one side", "3:1 header banner"),
     )
 }
