@@ -81,6 +81,7 @@ def test_single_preset_resolves_to_itself() -> None:
 
 
 def test_case_and_spaces_do_not_matter() -> None:
+    assert " Ghibli" in CATALOG and CATALOG.get("GHIBLI").name == "ghibli"
     assert CATALOG.resolve("  GHIBLI : 0.7 + HeadShot:0.3 ") == CATALOG.resolve("ghibli:0.7+headshot:0.3")
 
 

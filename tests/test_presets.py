@@ -131,6 +131,12 @@ def test_operator_folder_adds_a_preset(tmp_path: Path) -> None:
     assert catalog.resolve("lab+headshot").parts == (("lab", 0.5), ("headshot", 0.5))
 
 
+def test_operator_folder_skips_editor_files(tmp_path: Path) -> None:
+    write(tmp_path, ".#lab", "half-written = [")
+    write(tmp_path, "lab", VALID)
+    assert "lab" in PresetCatalog.load(tmp_path)
+
+
 def test_operator_folder_overrides_a_builtin(tmp_path: Path) -> None:
     write(tmp_path, "ghibli", VALID.replace("Test Style", "House Ghibli"))
     catalog = PresetCatalog.load(tmp_path)

@@ -81,6 +81,8 @@ class PresetCatalog:
             if not presets_dir.is_dir():
                 raise ConfigError(message=f"{presets_dir}: LIKENESS_PRESETS_DIR is not a folder")
             for path in sorted(presets_dir.glob("*.toml")):
+                if path.name.startswith("."):  # editor lock and swap files, e.g. `.#ghibli.toml`
+                    continue
                 preset = load_preset_file(path)
                 presets[preset.name] = preset
         return cls(presets)
@@ -92,7 +94,7 @@ class PresetCatalog:
         return len(self._presets)
 
     def __contains__(self, name: object) -> bool:
-        return name in self._presets
+        return isinstance(name, str) and name.strip().lower() in self._presets
 
     def names(self) -> list[str]:
         return list(self._presets)
