@@ -1,8 +1,9 @@
 """Decoding untrusted images and encoding outputs, with Pillow only (safe to import on the bot side).
 
-Input images: size-checked before decoding, the pixel count checked from the header before any pixel
-is read (decompression bombs), EXIF orientation applied, first frame of animations, converted to RGB
-(alpha flattened onto white). Outputs are written fresh, so no input metadata (EXIF, GPS) survives.
+Input images (JPEG, PNG, WebP, GIF, BMP): size-checked before decoding, the pixel count checked from the
+header before any pixel is read (decompression bombs), EXIF orientation applied (a corrupt EXIF block is
+ignored), first frame of animations, converted to 8-bit RGB (alpha flattened onto white, 16-bit scaled).
+Outputs are written fresh, so no input metadata (EXIF, GPS) survives.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ _FORMATS = {"png": "PNG", "jpeg": "JPEG", "jpg": "JPEG", "webp": "WEBP"}
 # Decoders we accept: fewer decoders, less attack surface. ("JPEG" also opens phones' multi-picture MPO files.)
 _INPUT_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP")
 _MIN_SIDE = 16
-# What Pillow's decoders raise on broken files (found by tests/test_input_fuzz.py).
+# What Pillow's decoders raise on broken files; tests/test_input_fuzz.py checks that nothing else escapes.
 _DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError)
 # EXIF orientation -> the transpose that makes the picture upright.
 _UPRIGHT = {
