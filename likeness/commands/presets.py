@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from likeness.config import Settings
+from likeness.errors import ConfigError
 from likeness.presets import FORMATS, PresetCatalog
 
 __all__ = ["add_arguments", "run"]
@@ -15,14 +17,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    catalog = PresetCatalog.load(Settings().presets_dir)
+    try:
+        catalog = PresetCatalog.load(Settings().presets_dir)
+    except ConfigError as exc:
+        print(f"likeness presets: {exc}", file=sys.stderr)
+        return 1
     if args.names:
         print("\n".join(catalog.names()))
         return 0
-    width = max(len(name) for name in catalog.names())
-    print(f"{'':2} {'name':<{width}}  {'category':<13} description")
-    for preset in catalog:
-        print(f"{preset.emoji:<2} {preset.name:<{width}}  {preset.category:<13} {preset.description}")
-    print("\nFuse presets with `+` and optional weights: ghibli+headshot, ghibli:0.7+headshot:0.3")
+    rows = [
+        (p.name, p.category, p.defaults.format, "yes" if p.loras else "", f"{p.emoji} {p.description}") for p in catalog
+    ]
+    header = ("name", "category", "format", "LoRA", "description")
+    # Emoji widths vary between terminals, so they sit in the last column where they can't break alignment.
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(4)]
+    for row in [header, *rows]:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[4])
+    print(f"\n{len(catalog)} presets. Fuse them with `+` and weights: ghibli+headshot, ghibli:0.7+headshot:0.3")
     print("Formats: " + ", ".join(f"{f.name} ({f.description})" for f in FORMATS.values()))
     return 0

@@ -12,6 +12,7 @@ from likeness.presets._formats import FORMATS
 __all__ = ["EffectivePreset", "GenerationDefaults", "LoraRef", "Preset", "PromptPart", "render_prompt"]
 
 NAME_RE = r"^[a-z0-9][a-z0-9-]{0,31}$"
+IDENTITY_BLOCKS = ("down", "mid", "up")
 SCHEDULERS = ("default", "euler", "euler_a", "dpmpp_2m", "dpmpp_2m_karras", "ddim", "unipc")
 
 Strength = Annotated[float, Field(ge=0.0, le=1.5)]
@@ -46,6 +47,19 @@ class GenerationDefaults(_Strict):
     scheduler: str = "default"
     # Optional per-block identity scales, e.g. {"down": 0.5, "mid": 1.0, "up": 0.8}, for style freedom.
     identity_layers: dict[str, float] | None = None
+
+    @field_validator("identity_layers")
+    @classmethod
+    def _known_blocks(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        if value is None:
+            return None
+        unknown = sorted(set(value) - set(IDENTITY_BLOCKS))
+        if unknown:
+            raise ValueError(f"unknown UNet block(s) {unknown}; valid: {', '.join(IDENTITY_BLOCKS)}")
+        bad = {k: v for k, v in value.items() if not 0.0 <= v <= 1.5}
+        if bad:
+            raise ValueError(f"scales must be between 0 and 1.5, got {bad}")
+        return value
 
     @field_validator("format")
     @classmethod
@@ -86,6 +100,14 @@ class Preset(_Strict):
             raise ValueError(f"unknown slot(s) {sorted(unknown)}; only {{subject}} and {{prompt}} exist")
         return value
 
+    @field_validator("negative_prompt")
+    @classmethod
+    def _no_slots(cls, value: str) -> str:
+        # Negative prompts are used as written; a slot there would reach the model verbatim.
+        if re.search(r"{\w*}", value):
+            raise ValueError("the negative prompt is used as written and cannot contain {slots}")
+        return value
+
 
 class PromptPart(_Strict):
     """One weighted prompt of an effective preset (fusion has several, summing to 1)."""
@@ -120,31 +142,45 @@ class EffectivePreset(_Strict):
         return tuple(sorted((lora.key, round(lora.weight, 4)) for lora in self.loras))
 
     def render(self, subject: str, user_prompt: str = "", framing: str = "") -> list[tuple[float, str, str]]:
-        """(weight, prompt, negative) per part, with slots filled and trigger words added."""
-        triggers = [w for lora in self.loras for w in lora.trigger_words]
+        """(weight, prompt, negative) per part: LoRA trigger words, the filled template, the framing.
+
+        Trigger words lead because CLIP keeps only the first 77 tokens; framing words close the prompt.
+        """
+        # Two LoRAs may share a trigger word; saying it twice only costs tokens.
+        triggers = ", ".join(dict.fromkeys(w.strip() for lora in self.loras for w in lora.trigger_words if w.strip()))
         rendered = []
         for part in self.prompts:
             text = render_prompt(part.template, subject, user_prompt)
-            extra = ", ".join(x for x in (framing, *triggers) if x)
-            rendered.append((part.weight, f"{text}, {extra}" if extra else text, part.negative))
+            prompt = ", ".join(x for x in (triggers, text, framing.strip()) if x)
+            rendered.append((part.weight, prompt, part.negative))
         return rendered
 
     def describe(self) -> str:
         """Human label, e.g. `🍃 Ghibli` or `🍃 Ghibli 70% + 💼 Headshot 30%`."""
-        return self.title if len(self.parts) == 1 else self.spec
+        return self.title
 
 
 def render_prompt(template: str, subject: str, user_prompt: str = "") -> str:
-    """Fill `{subject}` and `{prompt}`; an empty user prompt drops its comma-separated fragment."""
-    user_prompt = user_prompt.strip()
-    fragments = [frag.strip() for frag in template.split(",")]
+    """Fill `{subject}` and `{prompt}` into a comma-separated template.
+
+    An empty user prompt drops the comma-separated fragment holding `{prompt}` (or, when that fragment
+    also holds `{subject}`, just the slot), so no dangling commas or words remain. A template without
+    `{prompt}` gets the user prompt appended at the end.
+    """
+    # Stray commas and line breaks in the user's text would leave empty fragments (", ,").
+    user_prompt = ", ".join(p for p in (" ".join(frag.split()) for frag in user_prompt.split(",")) if p)
     out = []
-    for frag in fragments:
-        if "{prompt}" in frag and not user_prompt:
-            frag = frag.replace("{prompt}", "").strip()
-        frag = frag.replace("{subject}", subject).replace("{prompt}", user_prompt)
+    for frag in template.split(","):
+        if "{prompt}" in frag and not user_prompt and "{subject}" not in frag:
+            continue
+        # One pass, so text inside the user prompt is never taken for a slot.
+        frag = _SLOT_RE.sub(lambda m: subject if m.group(1) == "subject" else user_prompt, frag)
+        frag = " ".join(frag.split())
         if frag:
             out.append(frag)
     if user_prompt and "{prompt}" not in template:
         out.append(user_prompt)
     return ", ".join(out)
+
+
+_SLOT_RE = re.compile(r"{(subject|prompt)}")
