@@ -21,7 +21,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 from PIL import Image
@@ -293,11 +293,19 @@ def _dlib_models_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "models"
 
 
-class DlibFaceAnalyzer:
-    """dlib backend: HOG detector, 5-point landmarks, ResNet 128-d embeddings (CPU, ~0.1 s on a 512² selfie).
+class _DlibModels(NamedTuple):
+    detector: Any  # HOG frontal face detector
+    predictor: Any  # 5-point shape predictor
+    recognizer: Any  # ResNet face recognition model
+    cnn: Any  # MMOD CNN face detector, only to confirm weak HOG hits
 
-    Models load on first use (≈0.4 s), once per analyzer, under a lock; the recognition network keeps
-    scratch state, so embeddings are computed one at a time.
+
+class DlibFaceAnalyzer:
+    """dlib backend: HOG detector, 5-point landmarks, ResNet 128-d embeddings (CPU, ≈0.1 s on a 512² selfie).
+
+    Models load on first use (≈0.4 s), once per analyzer. dlib's detector crashes when one instance runs
+    in two threads at once and the networks keep scratch state, so each analyzer works one image at a
+    time under a lock: safe to share between threads, not parallel (make one analyzer per thread for that).
     """
 
     backend = "dlib"
@@ -314,108 +322,54 @@ class DlibFaceAnalyzer:
         self.min_face_px = min_face_px
         self.crop_size = crop_size
         self.crop_margin = crop_margin
-        self._load_lock = threading.Lock()
-        self._embed_lock = threading.Lock()
-        self._models: tuple[Any, Any, Any, Any] | None = None
+        self._lock = threading.Lock()
+        self._models: _DlibModels | None = None
 
-    def _load(self) -> tuple[Any, Any, Any, Any]:
-        models = self._models
-        if models is not None:
-            return models
-        with self._load_lock:
-            if self._models is None:
-                folder = self._models_dir or _dlib_models_dir()
-                landmarks = folder / "shape_predictor_5_face_landmarks.dat"
-                resnet = folder / "dlib_face_recognition_resnet_model_v1.dat"
-                cnn = folder / "mmod_human_face_detector.dat"
-                for path in (landmarks, resnet, cnn):
-                    if not path.is_file():
-                        raise ConfigError(message=f"dlib face model file missing: {path}")
-                try:
-                    import dlib
-                except ImportError as exc:
-                    raise ConfigError(message="The dlib face backend needs dlib: pip install dlib-bin") from exc
-                self._models = (
-                    dlib.get_frontal_face_detector(),
-                    dlib.shape_predictor(str(landmarks)),
-                    dlib.face_recognition_model_v1(str(resnet)),
-                    dlib.cnn_face_detection_model_v1(str(cnn)),
-                )
-            return self._models
-
-    def _detect(self, pixels: np.ndarray) -> list[_Detection]:
-        detector, predictor, _, _ = self._load()
-        rects, scores, _ = detector.run(pixels, 0, 0.0)
-        detections = []
-        for rect, score in zip(rects, scores, strict=True):
-            shape = predictor(pixels, rect)
-            # 5-point model: 0-1 corners of the image-right eye, 2-3 of the image-left eye, 4 under the nose.
-            pts = tuple((float(p.x), float(p.y)) for p in shape.parts())
-            detections.append(
-                _Detection(
-                    box=Box(float(rect.left()), float(rect.top()), float(rect.right() + 1), float(rect.bottom() + 1)),
-                    left_eye=_mean(pts[2], pts[3]),
-                    right_eye=_mean(pts[0], pts[1]),
-                    nose=pts[4],
-                    landmarks=pts,
-                    score=float(score),
-                    raw=shape,
-                )
+    def _load(self) -> _DlibModels:
+        """The models, loaded on first call; call with `self._lock` held."""
+        if self._models is None:
+            folder = self._models_dir or _dlib_models_dir()
+            landmarks = folder / "shape_predictor_5_face_landmarks.dat"
+            resnet = folder / "dlib_face_recognition_resnet_model_v1.dat"
+            cnn = folder / "mmod_human_face_detector.dat"
+            for path in (landmarks, resnet, cnn):
+                if not path.is_file():
+                    raise ConfigError(message=f"dlib face model file missing: {path}")
+            try:
+                import dlib
+            except ImportError as exc:
+                raise ConfigError(message="The dlib face backend needs dlib: pip install dlib-bin") from exc
+            self._models = _DlibModels(
+                detector=dlib.get_frontal_face_detector(),
+                predictor=dlib.shape_predictor(str(landmarks)),
+                recognizer=dlib.face_recognition_model_v1(str(resnet)),
+                cnn=dlib.cnn_face_detection_model_v1(str(cnn)),
             )
-        return detections
-
-    def _confirmed(self, pixels: np.ndarray, detections: Sequence[_Detection]) -> list[_Detection]:
-        """Keep confident HOG hits, and weak ones the CNN detector also sees (up to `_MAX_VERIFICATIONS`)."""
-        kept = []
-        budget = _MAX_VERIFICATIONS
-        for det in detections:
-            if det.score >= _CONFIDENT_SCORE:
-                kept.append(det)
-            elif budget > 0:
-                budget -= 1
-                if self._cnn_sees_face(pixels, det.box):
-                    kept.append(det)
-        return kept
-
-    def _cnn_sees_face(self, pixels: np.ndarray, box: Box) -> bool:
-        """Run the CNN detector on a 200² crop twice the size of `box`; true if it finds a face in the middle."""
-        _, _, _, cnn = self._load()
-        cx, cy = box.center
-        side = 2 * box.side
-        region = Image.fromarray(pixels).crop(
-            (round(cx - side / 2), round(cy - side / 2), round(cx + side / 2), round(cy + side / 2))
-        )
-        hits = cnn(np.asarray(region.resize((200, 200), Image.Resampling.BILINEAR)), 0)
-        for hit in hits:
-            r = hit.rect
-            hx, hy = (r.left() + r.right()) / 2, (r.top() + r.bottom()) / 2
-            if abs(hx - 100) < 35 and abs(hy - 100) < 35 and r.width() > 50:
-                return True
-        return False
+        return self._models
 
     def _find(self, image: Image.Image) -> tuple[Face, int] | None:
         """Main face (embedded, in original pixels) and the usable face count, or None."""
         rgb = image if image.mode == "RGB" else image.convert("RGB")
-        for factor in _detection_scales(*rgb.size):
-            pixels = np.asarray(_resize(rgb, factor))
-            plausible = self._confirmed(pixels, _sorted_plausible(self._detect(pixels)))
-            if not plausible:
-                continue
-            main = plausible[0]
-            _, _, recognizer, _ = self._load()
-            with self._embed_lock:
-                embedding = recognizer.compute_face_descriptor(pixels, main.raw)
-            face = Face(
-                box=main.box.scaled(1 / factor),
-                left_eye=_scale(main.left_eye, 1 / factor),
-                right_eye=_scale(main.right_eye, 1 / factor),
-                nose=_scale(main.nose, 1 / factor),
-                landmarks=tuple(_scale(p, 1 / factor) for p in main.landmarks),
-                embedding=tuple(float(v) for v in embedding),
-                backend=self.backend,
-                detector_score=main.score,
-            )
-            return face, _count_usable(plausible, factor, self.min_face_px)
+        with self._lock:
+            models = self._load()
+            for factor in _detection_scales(*rgb.size):
+                pixels = np.asarray(_resize(rgb, factor))
+                faces = _confirmed(models, pixels, _sorted_plausible(_detect(models, pixels)))
+                if not faces:
+                    continue
+                main = faces[0]
+                embedding = models.recognizer.compute_face_descriptor(pixels, main.raw)
+                face = Face(
+                    box=main.box.scaled(1 / factor),
+                    left_eye=_scale(main.left_eye, 1 / factor),
+                    right_eye=_scale(main.right_eye, 1 / factor),
+                    nose=_scale(main.nose, 1 / factor),
+                    landmarks=tuple(_scale(p, 1 / factor) for p in main.landmarks),
+                    embedding=tuple(float(v) for v in embedding),
+                    backend=self.backend,
+                    detector_score=main.score,
+                )
+                return face, _count_usable(faces, factor, self.min_face_px)
         return None
 
     def analyze(self, image: Image.Image) -> FaceAnalysis:
@@ -432,6 +386,55 @@ class DlibFaceAnalyzer:
         """Largest plausible face of any image, with its embedding; `None` if there is none."""
         found = self._find(image)
         return None if found is None else found[0]
+
+
+def _detect(models: _DlibModels, pixels: np.ndarray) -> list[_Detection]:
+    """HOG hits with their 5-point landmarks."""
+    rects, scores, _ = models.detector.run(pixels, 0, 0.0)
+    detections = []
+    for rect, score in zip(rects, scores, strict=True):
+        shape = models.predictor(pixels, rect)
+        # 5-point model: 0-1 corners of the image-right eye, 2-3 of the image-left eye, 4 under the nose.
+        pts = tuple((float(p.x), float(p.y)) for p in shape.parts())
+        detections.append(
+            _Detection(
+                box=Box(float(rect.left()), float(rect.top()), float(rect.right() + 1), float(rect.bottom() + 1)),
+                left_eye=_mean(pts[2], pts[3]),
+                right_eye=_mean(pts[0], pts[1]),
+                nose=pts[4],
+                landmarks=pts,
+                score=float(score),
+                raw=shape,
+            )
+        )
+    return detections
+
+
+def _confirmed(models: _DlibModels, pixels: np.ndarray, detections: Sequence[_Detection]) -> list[_Detection]:
+    """Keep confident HOG hits, and weak ones the CNN detector also sees (at most `_MAX_VERIFICATIONS` checks)."""
+    kept = []
+    budget = _MAX_VERIFICATIONS
+    for det in detections:
+        if det.score >= _CONFIDENT_SCORE:
+            kept.append(det)
+        elif budget > 0:
+            budget -= 1
+            if _cnn_sees_face(models, pixels, det.box):
+                kept.append(det)
+    return kept
+
+
+def _cnn_sees_face(models: _DlibModels, pixels: np.ndarray, box: Box) -> bool:
+    """Run the CNN detector on a 200² crop twice the size of `box`: does it find a face in the middle?"""
+    cx, cy = box.center
+    half = box.side
+    region = Image.fromarray(pixels).crop((round(cx - half), round(cy - half), round(cx + half), round(cy + half)))
+    for hit in models.cnn(np.asarray(region.resize((200, 200), Image.Resampling.BILINEAR)), 0):
+        r = hit.rect
+        hx, hy = (r.left() + r.right()) / 2, (r.top() + r.bottom()) / 2
+        if abs(hx - 100) < 35 and abs(hy - 100) < 35 and r.width() > 50:
+            return True
+    return False
 
 
 def _mean(a: Point, b: Point) -> Point:
@@ -480,27 +483,26 @@ class InsightFaceAnalyzer:
         self._app: Any = None
 
     def _load(self) -> Any:
-        with self._lock:
-            if self._app is None:
-                from insightface.app import FaceAnalysis as InsightApp
+        """The insightface app, prepared on first call; call with `self._lock` held."""
+        if self._app is None:
+            from insightface.app import FaceAnalysis as InsightApp
 
-                providers = ["CUDAExecutionProvider"] if self._use_gpu else []
-                app = InsightApp(
-                    name="buffalo_l",
-                    root=str(self._root),
-                    allowed_modules=["detection", "recognition"],
-                    providers=[*providers, "CPUExecutionProvider"],
-                )
-                app.prepare(ctx_id=0 if self._use_gpu else -1, det_size=(640, 640))
-                self._app = app
-            return self._app
+            providers = ["CUDAExecutionProvider"] if self._use_gpu else []
+            app = InsightApp(
+                name="buffalo_l",
+                root=str(self._root),
+                allowed_modules=["detection", "recognition"],
+                providers=[*providers, "CPUExecutionProvider"],
+            )
+            app.prepare(ctx_id=0 if self._use_gpu else -1, det_size=(640, 640))
+            self._app = app
+        return self._app
 
     def _find(self, image: Image.Image) -> tuple[Face, int] | None:
-        app = self._load()
         rgb = image if image.mode == "RGB" else image.convert("RGB")
         bgr = np.ascontiguousarray(np.asarray(rgb)[:, :, ::-1])
-        with self._lock:  # onnxruntime sessions are thread-safe, but the app object keeps per-call state
-            hits = app.get(bgr)
+        with self._lock:  # one image at a time, like the dlib backend
+            hits = self._load().get(bgr)
         detections = []
         for hit in hits:
             kps = tuple((float(x), float(y)) for x, y in hit.kps)  # left eye, right eye, nose, mouth l/r
