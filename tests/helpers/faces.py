@@ -42,8 +42,8 @@ def _astronaut() -> Image.Image:
 def _grace_hopper() -> Image.Image:
     from matplotlib import cbook
 
-    with cbook.get_sample_data("grace_hopper.jpg") as fh:
-        return Image.open(fh).convert("RGB")
+    with Image.open(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)) as img:
+        return img.convert("RGB")
 
 
 @functools.cache
