@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.machinery
 import pickle
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -192,3 +194,76 @@ def test_face_errors_survive_pickling(error: LikenessError) -> None:
     assert type(clone) is type(error)
     assert clone.user_message == error.user_message
     assert clone.data == error.data
+
+
+class _FakeInsightApp:
+    """Stands in for `insightface.app.FaceAnalysis` (not installable offline: it downloads its models).
+
+    Same surface as insightface 0.7: `FaceAnalysis(name, root, allowed_modules, providers)`,
+    `prepare(ctx_id, det_size)`, `get(bgr) -> [Face(bbox, kps, det_score, normed_embedding)]`.
+    Its answers come from dlib on the same pixels, plus one implausible hit (nose above the eyes).
+    """
+
+    seen: ClassVar[list[np.ndarray]] = []
+
+    def __init__(self, *, name: str, root: str, allowed_modules: list[str], providers: list[str]) -> None:
+        assert name == "buffalo_l" and "recognition" in allowed_modules and providers[-1] == "CPUExecutionProvider"
+        self.root = root
+
+    def prepare(self, ctx_id: int, det_size: tuple[int, int]) -> None:
+        assert det_size == (640, 640)
+
+    def get(self, bgr: np.ndarray) -> list[object]:
+        from types import SimpleNamespace
+
+        self.seen.append(bgr)
+        face = shared_analyzer().main_face(Image.fromarray(np.ascontiguousarray(bgr[:, :, ::-1])))
+        if face is None:
+            return []
+        b = face.box
+        vector = np.resize(np.asarray(face.embedding), 512)
+        real = SimpleNamespace(
+            bbox=np.array([b.left, b.top, b.right, b.bottom], dtype=np.float32),
+            kps=np.array([face.left_eye, face.right_eye, face.nose, face.nose, face.nose], dtype=np.float32),
+            det_score=np.float32(0.9),
+            normed_embedding=(vector / np.linalg.norm(vector)).astype(np.float32),
+        )
+        upside_down = SimpleNamespace(
+            bbox=np.array([0, 0, 400, 400], dtype=np.float32),  # larger, but not a face
+            kps=np.array([[100, 300], [300, 300], [200, 100], [150, 50], [250, 50]], dtype=np.float32),
+            det_score=np.float32(0.6),
+            normed_embedding=np.ones(512, dtype=np.float32) / np.sqrt(512),
+        )
+        return [upside_down, real]
+
+
+def test_insightface_backend_glue(make_settings, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """Our side of the insightface backend: BGR input, landmark order, plausibility, crop, cosine score."""
+    import types
+
+    from likeness.generation._scoring import likeness_score
+
+    app_module = types.ModuleType("insightface.app")
+    app_module.FaceAnalysis = _FakeInsightApp  # type: ignore[attr-defined]
+    package = types.ModuleType("insightface")
+    package.__path__ = []  # a package, so find_spec sees it
+    package.__spec__ = importlib.machinery.ModuleSpec("insightface", None, is_package=True)
+    package.app = app_module  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "insightface", package)
+    monkeypatch.setitem(sys.modules, "insightface.app", app_module)
+
+    analyzer = load_face_analyzer(make_settings(face_backend="insightface", device="cpu"))
+    assert analyzer.backend == "insightface" and isinstance(analyzer, FaceAnalyzer)
+    photo = astronaut()
+    result = analyzer.analyze(photo)
+    assert np.array_equal(_FakeInsightApp.seen[-1][:, :, ::-1], np.asarray(photo)), "insightface wants BGR"
+    assert result.face.box.center[1] < 200 and result.faces_found == 1  # the upside-down hit was rejected
+    assert len(result.face.embedding) == 512 and result.face.backend == "insightface"
+    assert result.crop.size == (CROP_SIZE, CROP_SIZE)
+    same = likeness_score(analyzer, result.face, jpeg(astronaut(), 50))
+    other = likeness_score(analyzer, result.face, grace_hopper())
+    # dlib vectors are not centred like ArcFace's, so only the order is meaningful with this stand-in.
+    assert same is not None and other is not None and same > 90 and same > other
+    assert likeness_score(analyzer, result.face, coffee()) is None
+    with pytest.raises(NoFace):
+        analyzer.analyze(coffee())
