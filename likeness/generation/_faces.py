@@ -2,11 +2,12 @@
 
 Two backends share one protocol (`FaceAnalyzer`):
 
-- `DlibFaceAnalyzer` (default, ``face_backend = "dlib"``): dlib's HOG frontal detector, the 5-point
-  landmark model and the ResNet recognition model (128-d embeddings, L2 distance < 0.6 = same person).
-  Model files come from the `face_recognition_models` package folder, loaded by path (importing that
-  package, or `face_recognition`, needs `pkg_resources`, gone from new setuptools). dlib and these model
-  files allow commercial use; the 68-point landmark model does not, so it is never used.
+- `DlibFaceAnalyzer` (default, ``face_backend = "dlib"``): dlib's HOG frontal detector (weak hits
+  confirmed by its CNN detector), the 5-point landmark model and the ResNet recognition model (128-d
+  embeddings, L2 distance < 0.6 = same person). Model files come from the `face_recognition_models`
+  package folder, loaded by path (importing that package, or `face_recognition`, needs `pkg_resources`,
+  gone from new setuptools). These models are public domain; the 68-point landmark model is trained on
+  non-commercial data, so it is never used.
 - `InsightFaceAnalyzer` (``face_backend = "insightface"``): ArcFace `buffalo_l` (512-d normed embeddings).
   Optional: needs `pip install insightface onnxruntime`; downloads its model pack on first use.
 
@@ -265,8 +266,12 @@ def _sorted_plausible(detections: Sequence[_Detection]) -> list[_Detection]:
 
 
 def _analysis(
-    image: Image.Image, face: Face, faces_found: int, *, min_face_px: int, crop_size: int, margin: float
+    image: Image.Image, found: tuple[Face, int] | None, *, min_face_px: int, crop_size: int, margin: float
 ) -> FaceAnalysis:
+    """Turn a backend's find (main face, usable face count) into a selfie analysis, or the user's error."""
+    if found is None:
+        raise NoFace()
+    face, faces_found = found
     if face.box.side < min_face_px:
         raise FaceTooSmall(size=face.size)
     notices = (_several_faces_notice(faces_found),) if faces_found > 1 else ()
@@ -374,12 +379,8 @@ class DlibFaceAnalyzer:
 
     def analyze(self, image: Image.Image) -> FaceAnalysis:
         """Main face of a selfie with its aligned crop; raises `NoFace` or `FaceTooSmall`."""
-        found = self._find(image)
-        if found is None:
-            raise NoFace()
-        face, count = found
         return _analysis(
-            image, face, count, min_face_px=self.min_face_px, crop_size=self.crop_size, margin=self.crop_margin
+            image, self._find(image), min_face_px=self.min_face_px, crop_size=self.crop_size, margin=self.crop_margin
         )
 
     def main_face(self, image: Image.Image) -> Face | None:
@@ -536,12 +537,8 @@ class InsightFaceAnalyzer:
 
     def analyze(self, image: Image.Image) -> FaceAnalysis:
         """Main face of a selfie with its aligned crop; raises `NoFace` or `FaceTooSmall`."""
-        found = self._find(image)
-        if found is None:
-            raise NoFace()
-        face, count = found
         return _analysis(
-            image, face, count, min_face_px=self.min_face_px, crop_size=self.crop_size, margin=self.crop_margin
+            image, self._find(image), min_face_px=self.min_face_px, crop_size=self.crop_size, margin=self.crop_margin
         )
 
     def main_face(self, image: Image.Image) -> Face | None:
