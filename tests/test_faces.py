@@ -181,9 +181,17 @@ def test_insightface_without_the_package_is_a_config_error(make_settings, monkey
 
 
 def test_missing_model_files_are_a_config_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError) as info:
-        DlibFaceAnalyzer(models_dir=tmp_path).analyze(astronaut())
-    assert str(tmp_path) in str(info.value)
+    analyzer = DlibFaceAnalyzer(models_dir=tmp_path)
+    for call in (analyzer.load, lambda: analyzer.analyze(astronaut())):
+        with pytest.raises(ConfigError) as info:
+            call()
+        assert str(tmp_path) in str(info.value)
+
+
+def test_missing_model_package_fails_at_startup(make_settings, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setitem(sys.modules, "face_recognition_models", None)
+    with pytest.raises(ConfigError, match="pip install"):
+        load_face_analyzer(make_settings())
 
 
 @pytest.mark.parametrize(

@@ -148,6 +148,10 @@ class FaceAnalyzer(Protocol):
         """Name of the embedding space (`Face.backend`): scores compare faces of one backend only."""
         ...
 
+    def load(self) -> None:
+        """Load the models now instead of on first use (idempotent)."""
+        ...
+
     def analyze(self, image: Image.Image) -> FaceAnalysis:
         """Main face of a selfie with its crop; raises `NoFace` or `FaceTooSmall`."""
         ...
@@ -298,6 +302,19 @@ def _dlib_models_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "models"
 
 
+def _dlib_model_files(folder: Path) -> tuple[Path, Path, Path]:
+    """Paths of the 5-point landmark, ResNet recognition and CNN detector models; `ConfigError` if one is missing."""
+    paths = (
+        folder / "shape_predictor_5_face_landmarks.dat",
+        folder / "dlib_face_recognition_resnet_model_v1.dat",
+        folder / "mmod_human_face_detector.dat",
+    )
+    for path in paths:
+        if not path.is_file():
+            raise ConfigError(message=f"dlib face model file missing: {path} (pip install face-recognition-models)")
+    return paths
+
+
 class _DlibModels(NamedTuple):
     detector: Any  # HOG frontal face detector
     predictor: Any  # 5-point shape predictor
@@ -333,13 +350,7 @@ class DlibFaceAnalyzer:
     def _load(self) -> _DlibModels:
         """The models, loaded on first call; call with `self._lock` held."""
         if self._models is None:
-            folder = self._models_dir or _dlib_models_dir()
-            landmarks = folder / "shape_predictor_5_face_landmarks.dat"
-            resnet = folder / "dlib_face_recognition_resnet_model_v1.dat"
-            cnn = folder / "mmod_human_face_detector.dat"
-            for path in (landmarks, resnet, cnn):
-                if not path.is_file():
-                    raise ConfigError(message=f"dlib face model file missing: {path}")
+            landmarks, resnet, cnn = _dlib_model_files(self._models_dir or _dlib_models_dir())
             try:
                 import dlib
             except ImportError as exc:
@@ -351,6 +362,11 @@ class DlibFaceAnalyzer:
                 cnn=dlib.cnn_face_detection_model_v1(str(cnn)),
             )
         return self._models
+
+    def load(self) -> None:
+        """Load the models now (idempotent), e.g. at worker startup so the first selfie isn't slower."""
+        with self._lock:
+            self._load()
 
     def _find(self, image: Image.Image) -> tuple[Face, int] | None:
         """Main face (embedded, in original pixels) and the usable face count, or None."""
@@ -499,6 +515,11 @@ class InsightFaceAnalyzer:
             self._app = app
         return self._app
 
+    def load(self) -> None:
+        """Load (and on first use download) the model pack now; idempotent."""
+        with self._lock:
+            self._load()
+
     def _find(self, image: Image.Image) -> tuple[Face, int] | None:
         rgb = image if image.mode == "RGB" else image.convert("RGB")
         bgr = np.ascontiguousarray(np.asarray(rgb)[:, :, ::-1])
@@ -553,5 +574,5 @@ def load_face_analyzer(settings: Settings) -> FaceAnalyzer:
         return InsightFaceAnalyzer(settings.data_dir / "insightface", use_gpu=settings.device in ("auto", "cuda"))
     if importlib.util.find_spec("dlib") is None:
         raise ConfigError(message="The dlib face backend needs dlib: pip install dlib-bin face-recognition-models")
-    _dlib_models_dir()  # fail at startup, not on the first selfie
+    _dlib_model_files(_dlib_models_dir())  # fail at startup, not on the first selfie
     return DlibFaceAnalyzer()
