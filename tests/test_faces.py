@@ -45,6 +45,18 @@ def test_astronaut_face_is_found_not_the_mission_patch(analyzer: DlibFaceAnalyze
     left, right, nose = result.face.left_eye, result.face.right_eye, result.face.nose
     assert left[0] < nose[0] < right[0] and nose[1] > max(left[1], right[1])
     assert len(result.face.embedding) == 128 and result.face.backend == "dlib"
+    assert pickle.loads(pickle.dumps(result.face)) == result.face  # can be cached beside the selfie
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA"])
+def test_other_image_modes_are_analysed_as_rgb(analyzer: DlibFaceAnalyzer, mode: str) -> None:
+    result = analyzer.analyze(astronaut().convert(mode))
+    assert result.crop.mode == "RGB" and result.face.box.center[1] < 200
+
+
+def test_tiny_image_is_no_face_not_a_crash(analyzer: DlibFaceAnalyzer) -> None:
+    with pytest.raises(NoFace):
+        analyzer.analyze(shrink(astronaut(), 1 / 32))  # 16x16
 
 
 def test_crop_is_square_aligned_and_centred_on_the_same_face(analyzer: DlibFaceAnalyzer) -> None:
