@@ -134,7 +134,7 @@ def _xmp_packet(generator: str, version: str, extra: dict[str, Any], watermarked
         if not _EXTRA_KEY.match(name):
             raise ValueError(f"provenance extra key {name!r} must be a plain identifier (letters, digits, _)")
         attrs[f"likeness:{name}"] = str(value)
-    namespaces = " ".join(f"xmlns:{prefix}={quoteattr(uri)}" for prefix, uri in _NS.items() if prefix not in ("x", "rdf"))
+    namespaces = " ".join(f"xmlns:{p}={quoteattr(uri)}" for p, uri in _NS.items() if p not in ("x", "rdf"))
     attributes = "\n    ".join(f"{name}={quoteattr(value)}" for name, value in attrs.items())
     return (
         '<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>\n'
@@ -148,7 +148,7 @@ def _xmp_packet(generator: str, version: str, extra: dict[str, Any], watermarked
         " </rdf:RDF>\n"
         "</x:xmpmeta>\n"
         '<?xpacket end="w"?>'
-    ).encode("utf-8")
+    ).encode()
 
 
 def encode_with_provenance(
