@@ -92,7 +92,7 @@ class TransformersNsfwGuard:
         name = str(name_or_dir)
         try:
             model = AutoModelForImageClassification.from_pretrained(name)
-            processor = AutoImageProcessor.from_pretrained(name, backend="pil")
+            processor = AutoImageProcessor.from_pretrained(name, backend="pil")  # type: ignore[no-untyped-call]
         except (OSError, ValueError, KeyError) as exc:
             reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
             if "connect" in reason.lower() or "offline" in reason.lower():
