@@ -160,7 +160,8 @@ def test_operator_file_adds_terms_rules_and_disables_rules(tmp_path: Path) -> No
     [
         ("words = [", "invalid TOML"),
         ("wordz = []", "wordz"),
-        ("regexes = ['(unclosed']", "invalid regex"),
+        ("regexes = ['(unclosed']", "regexes: invalid regex"),
+        ("[terms.minor]\nregexes = ['[a-']", "terms.minor.regexes: invalid regex"),
         ('[[rules]]\nname = "x"\nwhen = [["nosuch"]]', "nosuch"),
     ],
 )
@@ -170,6 +171,7 @@ def test_bad_operator_file_is_a_config_error_naming_the_problem(tmp_path: Path, 
     with pytest.raises(ConfigError) as info:
         PromptPolicy.load(path)
     assert needle in str(info.value)
+    assert str(path) in str(info.value)
 
 
 def test_missing_operator_file_is_a_config_error(tmp_path: Path) -> None:
