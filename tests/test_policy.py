@@ -197,3 +197,15 @@ def test_bot_side_modules_stay_free_of_ml_imports() -> None:
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1], timeout=60)
+
+
+def test_built_in_preset_prompts_pass_the_policy(policy: PromptPolicy) -> None:
+    import tomllib
+
+    files = sorted((Path(__file__).parents[1] / "likeness" / "presets" / "data").glob("*.toml"))
+    assert files
+    for path in files:
+        preset = tomllib.loads(path.read_text(encoding="utf-8"))
+        for key in ("title", "description", "prompt"):
+            text = str(preset.get(key, "")).replace("{subject}", "a person").replace("{prompt}", "")
+            assert policy.violation(text) is None, f"{path.name}: {key}"
