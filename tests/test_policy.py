@@ -86,6 +86,7 @@ def test_refuses_blocked_prompts_and_evasions(policy: PromptPolicy, prompt: str,
         "as a famous painter",
         "18 year old graduate in a swimsuit",
         "nude lipstick, beige tones",  # allowed phrase
+        "baby blue bikini",  # "baby" here is a colour, not a minor
         "3d render, 1girl, solo",
         "a s s e t",
     ],
