@@ -20,13 +20,17 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from likeness.config import Settings
-from likeness.errors import ConfigError, PromptRefused, PromptTooLong
+from likeness.errors import Banned, ConfigError, PromptRefused, PromptTooLong
 
-__all__ = ["DEFAULTS_FILE", "PromptPolicy"]
+if TYPE_CHECKING:
+    from likeness.queue._abuse import AbuseLog
+
+__all__ = ["DEFAULTS_FILE", "PromptPolicy", "screen_request"]
 
 DEFAULTS_FILE = Path(__file__).with_name("policy_defaults.toml")
 
@@ -318,3 +322,29 @@ class PromptPolicy:
 def _extra_category(words: tuple[str, ...]) -> _Category:
     """Per-community words, compiled once per distinct list."""
     return _Category.build(words, (), source="community block list")
+
+
+async def screen_request(
+    *,
+    policy: PromptPolicy,
+    abuse: AbuseLog,
+    user_id: str | int,
+    platform: str,
+    chat_id: str | int | None,
+    prompt: str,
+    extra_words: Sequence[str] = (),
+) -> None:
+    """The bot core's gate before enqueueing: ban check, then prompt policy; refusals go to the audit log.
+
+    Raises `Banned`, `PromptTooLong` or `PromptRefused`; returns None when the request may be enqueued
+    (the caller then records the `request` event with the job id).
+    """
+    if await abuse.is_banned(user_id, platform):
+        await abuse.record("refusal", user_id, platform, chat_id, detail=f"banned: {prompt}")
+        raise Banned()
+    try:
+        policy.check(prompt, extra_words=extra_words)
+    except (PromptRefused, PromptTooLong) as exc:
+        reason = exc.data.get("rule") or exc.code
+        await abuse.record("refusal", user_id, platform, chat_id, detail=f"{reason}: {prompt}")
+        raise
