@@ -5,9 +5,12 @@ from __future__ import annotations
 import pickle
 import subprocess
 import sys
+from functools import lru_cache
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from likeness.bot._policy import PromptPolicy
 from likeness.errors import ConfigError, PromptRefused, PromptTooLong
@@ -210,3 +213,22 @@ def test_built_in_preset_prompts_pass_the_policy(policy: PromptPolicy) -> None:
         for key in ("title", "description", "prompt"):
             text = str(preset.get(key, "")).replace("{subject}", "a person").replace("{prompt}", "")
             assert policy.violation(text) is None, f"{path.name}: {key}"
+
+
+@settings(max_examples=150, deadline=1000)
+@given(st.text(max_size=400))
+def test_any_text_gets_a_verdict_quickly(text: str) -> None:
+    policy = _shared_policy()
+    verdict = policy.violation(text)
+    assert verdict is None or verdict in policy.rule_names
+
+
+@settings(max_examples=60, deadline=1000)
+@given(st.sampled_from(["nude", "naked", "porn", "undress"]), st.text(alphabet=" .-_*", min_size=1, max_size=2))
+def test_spacing_out_a_blocked_word_does_not_evade(word: str, separator: str) -> None:
+    assert _shared_policy().violation(separator.join(word)) is not None
+
+
+@lru_cache(maxsize=1)
+def _shared_policy() -> PromptPolicy:
+    return PromptPolicy.load()
