@@ -16,9 +16,12 @@ import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from likeness.config import Settings
+
+if TYPE_CHECKING:
+    from likeness.generation import ModelSpec
 
 __all__ = ["CHECKS", "Check", "add_arguments", "run", "run_checks"]
 
@@ -65,7 +68,8 @@ def check_redis(settings: Settings, timeout: float = 2.0) -> Check:
         )
     try:
         client.ping()
-        version = str(client.info("server").get("redis_version", "?"))
+        info: dict[str, Any] = client.info("server")
+        version = str(info.get("redis_version", "?"))
         policy = _eviction_policy(client)
     except redis.AuthenticationError:
         return Check("fail", "Redis", f"{shown} refused the password", "check the password in LIKENESS_REDIS_URL")
@@ -97,13 +101,14 @@ def check_redis(settings: Settings, timeout: float = 2.0) -> Check:
     return Check("ok", "Redis", f"{shown} answers (Redis {version})")
 
 
-def _eviction_policy(client: object) -> str | None:
+def _eviction_policy(client: Any) -> str | None:
     import redis
 
     try:
-        return str(client.config_get("maxmemory-policy").get("maxmemory-policy"))  # type: ignore[attr-defined]
+        reply: dict[str, str] = client.config_get("maxmemory-policy")
     except redis.ResponseError:
         return None  # managed Redis services often forbid CONFIG: nothing to learn
+    return reply.get("maxmemory-policy")
 
 
 def check_redis_server(settings: Settings) -> Check:
@@ -212,7 +217,7 @@ def check_webhook(settings: Settings) -> Check:
 # --- machine and weights ----------------------------------------------------------------------------------
 
 
-def _model_spec(settings: Settings) -> object:
+def _model_spec(settings: Settings) -> ModelSpec:
     """The configured ModelSpec; ImportError without the worker extra, ConfigError for a bad key/file."""
     from likeness.generation import get_model_spec
 
@@ -246,18 +251,19 @@ def check_device(settings: Settings) -> Check:
         )
     device = settings.device if settings.device != "auto" else "cuda" if cuda else "mps" if mps else "cpu"
     dtype = settings.dtype if settings.dtype != "auto" else "float32" if device == "cpu" else "float16"
+    spec: ModelSpec | None
     try:
         spec = _model_spec(settings)
     except Exception:  # reported by the weights check
         spec = None
-    tiny = bool(getattr(spec, "tiny", False))
+    tiny = spec is not None and spec.tiny
     if device == "cuda":
         props = torch.cuda.get_device_properties(0)
         gib = props.total_memory / 2**30
         found = f"{props.name} ({gib:.0f} GiB), torch {torch.__version__}, {dtype}"
         if dtype == "bfloat16" and not torch.cuda.is_bf16_supported():
             return Check("fail", "GPU / dtype", f"{props.name} has no bfloat16 support", "set LIKENESS_DTYPE=float16")
-        need = MIN_GPU_GIB.get(str(getattr(spec, "family", "")))
+        need = MIN_GPU_GIB.get(spec.family) if spec is not None else None
         if need and not tiny and gib < need:
             return Check(
                 "warn",
@@ -298,7 +304,7 @@ def check_weights(settings: Settings) -> Check:
         return Check("fail", "Model weights", str(exc), "set LIKENESS_MODEL to a known key or fix LIKENESS_MODELS_FILE")
     from likeness.commands.models import missing_weights, offline
 
-    if getattr(spec, "tiny", False):
+    if spec.tiny:
         return Check("ok", "Model weights", f"{settings.model}: tiny random weights, built offline on first use")
     try:
         missing, total = missing_weights(settings, spec)
@@ -428,7 +434,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     _ensure_utf8_stdout()
     settings, problem = _load_settings()
-    results = [problem] if settings is None else run_checks(settings, names)
+    results = run_checks(settings, names) if settings is not None else [problem] if problem else []
     print(_report(settings, results))
     return 1 if any(r.status == "fail" for r in results) else 0
 
