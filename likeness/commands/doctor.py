@@ -61,15 +61,15 @@ def check_redis(settings: Settings, timeout: float = 2.0) -> Check:
     dsn = settings.redis_dsn
     shown = _redacted(dsn)
     try:
-        client = redis.Redis.from_url(dsn, socket_connect_timeout=timeout, socket_timeout=timeout)
+        # Any: redis-py types every reply as `Awaitable | Any` (sync and async clients share stubs).
+        client: Any = redis.Redis.from_url(dsn, socket_connect_timeout=timeout, socket_timeout=timeout)
     except ValueError as exc:
         return Check(
             "fail", "Redis", f"LIKENESS_REDIS_URL is not a Redis URL: {exc}", "use redis://[:password@]host:port/db"
         )
     try:
         client.ping()
-        info: dict[str, Any] = client.info("server")
-        version = str(info.get("redis_version", "?"))
+        version = str(client.info("server").get("redis_version", "?"))
         policy = _eviction_policy(client)
     except redis.AuthenticationError:
         return Check("fail", "Redis", f"{shown} refused the password", "check the password in LIKENESS_REDIS_URL")
