@@ -24,8 +24,11 @@ MASK = "***"
 
 # A Telegram bot token is `<bot id>:<35 url-safe chars>`; a Discord token is three base64url parts
 # (user id, timestamp, HMAC). Both are matched even when nobody configured them (a pasted token, a wrong bot).
-_TELEGRAM_TOKEN = re.compile(r"\d+:[A-Za-z0-9_-]{35}")
+# A URL-encoded colon (`%3A`) counts too: HTTP clients log request URLs that carry the token.
+_TELEGRAM_TOKEN = re.compile(r"\d+(?::|%3[Aa])[A-Za-z0-9_-]{35}")
 _DISCORD_TOKEN = re.compile(r"[A-Za-z0-9_-]{23,28}\.[A-Za-z0-9_-]{6,7}\.[A-Za-z0-9_-]{27,}")
+# Hugging Face access tokens (HF_TOKEN, used by `likeness models pull` for gated repos).
+_HF_TOKEN = re.compile(r"\bhf_[A-Za-z0-9]{30,}")
 # `scheme://user:password@host` in any URL (Redis, proxies): keep the user, hide the password.
 _URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)[^@\s/]+(?=@)")
 
@@ -43,6 +46,9 @@ def configured_secrets(settings: Settings) -> list[str]:
         for token in (settings.telegram_token, settings.discord_token)
         if token is not None and token.get_secret_value()
     ]
+    if settings.telegram_token is not None and ":" in settings.telegram_token.get_secret_value():
+        # The part after the bot id is the secret; it also shows up alone (URL-encoded, in PTB's logs).
+        secrets.append(settings.telegram_token.get_secret_value().split(":", 1)[1])
     if settings.redis_url:
         password = urlsplit(settings.redis_url).password
         if password:
@@ -63,6 +69,7 @@ class RedactingFilter(logging.Filter):
             text = text.replace(secret, MASK)
         text = _URL_PASSWORD.sub(lambda m: m["head"] + MASK, text)
         text = _TELEGRAM_TOKEN.sub(MASK, text)
+        text = _HF_TOKEN.sub(MASK, text)
         return _DISCORD_TOKEN.sub(MASK, text)
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -127,11 +134,16 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
+def _is_console(handler: logging.Handler) -> bool:
+    return type(handler) is logging.StreamHandler and handler.stream in (sys.stderr, sys.stdout)
+
+
 def setup_logging(settings: Settings, *, stream: TextIO | None = None) -> logging.Handler:
     """Send all logging (ours and libraries') to `stream` (stderr) in the configured format, redacted.
 
-    Replaces the handler a previous call installed, so calling it twice does not double lines.
-    Raises `ConfigError` for an unknown `log_level`.
+    Replaces the handler a previous call installed, and plain console handlers such as `basicConfig`'s
+    (they would print unredacted), so calling it twice does not double lines. Other handlers (files,
+    test capture) stay. Raises `ConfigError` for an unknown `log_level`.
     """
     level = logging.getLevelName(settings.log_level.upper())
     if not isinstance(level, int):
@@ -143,9 +155,10 @@ def setup_logging(settings: Settings, *, stream: TextIO | None = None) -> loggin
     handler.addFilter(RedactingFilter(configured_secrets(settings)))
     handler.setFormatter(JsonFormatter() if settings.log_format == "json" else TextFormatter())
     root = logging.getLogger()
-    for old in [h for h in root.handlers if h.get_name() == "likeness"]:
+    for old in [h for h in root.handlers if h.get_name() == "likeness" or _is_console(h)]:
         root.removeHandler(old)
-        old.close()
+        if old.get_name() == "likeness":
+            old.close()
     root.addHandler(handler)
     root.setLevel(level)
     for name in _CHATTY_LOGGERS:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import sys
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -133,3 +134,26 @@ def test_redaction_keeps_ordinary_text() -> None:
     text = "job 1f2e finished at 04:10:00 in 12.5 s; module likeness.generation._engine; http://host:80/x"
     assert redact(text) == text
     assert redact("the tok is here") == f"the {MASK} is here"
+
+
+def test_url_encoded_and_hub_tokens_are_redacted(capture, secret_settings) -> None:
+    stream = capture(secret_settings())
+    bot_id, secret = TELEGRAM_TOKEN.split(":")
+    hf_token = "hf_" + "AbCdEfGhIjKlMnOpQrStUvWxYz012345"
+    log = logging.getLogger("httpx")
+    log.warning("POST https://api.telegram.org/bot%s%%3A%s/getUpdates", bot_id, secret)
+    log.warning("secret part alone: %s; hub token %s", secret, hf_token)
+    out = stream.getvalue()
+    assert secret not in out and hf_token not in out and out.count(MASK) == 3
+
+
+def test_replaces_an_unredacted_console_handler(capture, secret_settings) -> None:
+    """A `basicConfig`-style handler left by a command would print tokens in clear: it is removed."""
+    root = logging.getLogger()
+    plain = logging.StreamHandler(sys.stderr)
+    root.addHandler(plain)
+    try:
+        capture(secret_settings())
+        assert plain not in root.handlers
+    finally:
+        root.removeHandler(plain)
