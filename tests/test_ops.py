@@ -202,3 +202,14 @@ def test_bot_image_has_no_torch_and_worker_has_cuda() -> None:
 def test_dockerignore_keeps_secrets_out_of_the_build_context() -> None:
     ignored = (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
     assert ".env" in ignored and ".git" in ignored
+
+
+def test_operations_guide_names_only_real_settings_and_commands() -> None:
+    guide = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
+    fields = {f"LIKENESS_{name.upper()}" for name in Settings.model_fields}
+    named = set(re.findall(r"LIKENESS_[A-Z0-9_]*[A-Z0-9]", guide))
+    assert named and sorted(named - fields) == []
+    from likeness.cli import COMMANDS
+
+    commands = set(re.findall(r"`likeness ([a-z]+)", guide)) | set(re.findall(r"run --rm worker ([a-z]+)", guide))
+    assert commands and sorted(commands - COMMANDS.keys()) == []
