@@ -221,3 +221,19 @@ def test_find_weight_accepts_single_file_loras_and_rejects_configs_without_weigh
     assert find_weight(encoder) is None
     _touch_pattern_files(folder, ["model.safetensors"])
     assert find_weight(encoder) == folder
+
+
+def test_unknown_model_is_a_clear_error(local_env, capsys) -> None:
+    local_env()
+    assert main(["models", "pull", "sdxl-realviz"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown model 'sdxl-realviz'" in err and "sdxl-realvis" in err and "mine" in err
+
+
+def test_list_marks_the_configured_model(local_env, hub_cache, capsys) -> None:
+    local_env()
+    assert main(["models", "list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    (mine,) = [line for line in lines if line.split()[:2] == ["*", "mine"]]
+    assert "weights missing" in mine  # the local files are there, the hub LoRA and extras are not
+    assert any(line.split()[:1] == ["tiny"] and "built locally" in line for line in lines)

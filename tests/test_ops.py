@@ -134,17 +134,20 @@ def test_compose_bot_starts_only_with_its_token(service: str, token: str, tmp_pa
 
 
 def _compose_cli() -> list[str] | None:
-    docker = shutil.which("docker")
-    if docker is None:
-        return None
-    probe = subprocess.run([docker, "compose", "version"], capture_output=True, text=True, timeout=30)
-    return [docker, "compose"] if probe.returncode == 0 else None
+    """`docker compose` (the v2 plugin), else a standalone `docker-compose` v2; v1 lacks the features used."""
+    candidates = [[path, "compose"] for path in [shutil.which("docker")] if path]
+    candidates += [[path] for path in [shutil.which("docker-compose")] if path]
+    for cli in candidates:
+        probe = subprocess.run([*cli, "version", "--short"], capture_output=True, text=True, timeout=30)
+        if probe.returncode == 0 and not probe.stdout.strip().lstrip("v").startswith("1."):
+            return cli
+    return None
 
 
 def test_docker_compose_config_accepts_the_file(tmp_path: Path) -> None:
     cli = _compose_cli()
     if cli is None:
-        pytest.skip("the docker CLI with the compose v2 plugin is not installed here")
+        pytest.skip("Docker Compose v2 (`docker compose` plugin or `docker-compose` v2) is not installed here")
     env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), "DOCKER_CONFIG": str(tmp_path)}
     done = subprocess.run(
         [*cli, "-f", str(COMPOSE), "--project-directory", str(tmp_path), "config", "--quiet"],

@@ -193,9 +193,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
     from likeness.errors import ConfigError
 
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        print(
+            f"likeness models: invalid settings; run `likeness doctor` for details ({exc.error_count()} errors)",
+            file=sys.stderr,
+        )
+        return 2
     try:
         if args.action == "list":
             return _list(settings)
