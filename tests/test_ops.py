@@ -216,3 +216,29 @@ def test_operations_guide_names_only_real_settings_and_commands() -> None:
 
     commands = set(re.findall(r"`likeness ([a-z]+)", guide)) | set(re.findall(r"run --rm worker ([a-z]+)", guide))
     assert commands and sorted(commands - COMMANDS.keys()) == []
+
+
+def test_dockerfile_copies_only_what_the_build_context_keeps() -> None:
+    """Each `COPY` source exists and survives .dockerignore (else the image build fails)."""
+    import fnmatch
+
+    ignored = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+
+    def excluded(path: str) -> bool:
+        verdict = False
+        for pattern in ignored:  # last match wins, `!` re-includes (Docker's rule)
+            negate = pattern.startswith("!")
+            if fnmatch.fnmatch(path, pattern.lstrip("!").removeprefix("**/")):
+                verdict = not negate
+        return verdict
+
+    copies = [line.split()[1:-1] for lines in _stages().values() for line in lines if line.startswith("COPY ")]
+    sources = [src for args in copies if not any(a.startswith("--from") for a in args) for src in args]
+    assert {"pyproject.toml", "README.md", "likeness"} <= set(sources)
+    for source in sources:
+        assert (ROOT / source).exists(), f"COPY {source}: no such file"
+        assert not excluded(source), f"COPY {source}: excluded by .dockerignore"
