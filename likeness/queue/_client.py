@@ -29,6 +29,8 @@ from limits import parse as parse_rate
 from limits.aio.storage import RedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 from redis.asyncio import ConnectionPool
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -108,7 +110,13 @@ class QueueClient:
     def __init__(self, settings: Settings, *, presets: PresetCatalog | None = None) -> None:
         self.settings = settings
         self.presets = presets or PresetCatalog.load(settings.presets_dir)
-        self._pool = ConnectionPool.from_url(settings.redis_dsn)
+        # Stale connections (Redis restarted) are retried on a fresh one, so the client recovers by itself.
+        self._pool = ConnectionPool.from_url(
+            settings.redis_dsn,
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError],
+            socket_connect_timeout=2,
+        )
         self.redis = ArqRedis(connection_pool=self._pool)
         self.blobs = BlobStore(
             self.redis,

@@ -95,6 +95,7 @@ class DeliveryConsumer:
         self.batch = batch
         self._closed = False
         self._own_backlog_done = False
+        self._group_ready = False
 
     async def __aenter__(self) -> DeliveryConsumer:
         return self
@@ -129,6 +130,11 @@ class DeliveryConsumer:
             try:
                 entries = await self._next_entries()
                 backoff = 0.1
+            except ResponseError as exc:
+                if "NOGROUP" not in str(exc):  # the stream expired with its group: create both again
+                    raise
+                self._group_ready = False
+                continue
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
                 log.warning("delivery stream %s: Redis unavailable (%s); retrying", self.stream, type(exc).__name__)
                 await asyncio.sleep(backoff)
@@ -136,7 +142,10 @@ class DeliveryConsumer:
                 continue
             for entry_id, fields in entries:
                 delivery = self._parse(entry_id, fields)
-                if delivery is not None:
+                if delivery is None:
+                    log.error("delivery %s on %s is malformed; dropping it", entry_id, self.stream)
+                    await self.redis.xack(self.stream, _keys.DELIVERY_GROUP, entry_id)
+                else:
                     yield delivery
 
     async def _next_entries(self) -> list[tuple[Any, dict[Any, Any]]]:
@@ -159,6 +168,8 @@ class DeliveryConsumer:
         return fresh[0][1] if fresh else []
 
     async def _ensure_group(self) -> None:
+        if self._group_ready:
+            return
         try:
             await self.redis.xgroup_create(self.stream, _keys.DELIVERY_GROUP, id="0", mkstream=True)
         except ResponseError as exc:
@@ -166,6 +177,7 @@ class DeliveryConsumer:
                 raise
         else:
             await self.redis.expire(self.stream, DELIVERY_STREAM_TTL_S)
+        self._group_ready = True
 
     def _parse(self, entry_id: Any, fields: dict[Any, Any]) -> Delivery | None:
         entry = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
@@ -173,6 +185,4 @@ class DeliveryConsumer:
         try:
             return Delivery.model_validate_json(raw).model_copy(update={"delivery_id": entry})
         except ValueError:
-            log.error("delivery %s on %s is malformed; acknowledging it to drop it", entry, self.stream)
-            asyncio.get_running_loop().create_task(self.redis.xack(self.stream, _keys.DELIVERY_GROUP, entry))
             return None
