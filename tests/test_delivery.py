@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import redis.asyncio as aioredis
 
@@ -23,10 +24,8 @@ async def _read(consumer: DeliveryConsumer, n: int, timeout: float = 3.0) -> lis
             if len(got) == n:
                 return
 
-    try:
+    with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(read(), timeout)
-    except TimeoutError:
-        pass
     return got
 
 
