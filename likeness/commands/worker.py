@@ -27,9 +27,14 @@ def run(args: argparse.Namespace) -> int:
         import asyncio
 
         return asyncio.run(_check(settings))
+    from likeness.errors import LikenessError
     from likeness.queue._worker import run_worker
 
-    run_worker(settings)
+    try:
+        run_worker(settings)
+    except LikenessError as exc:  # e.g. the model can't be loaded: say why, no traceback
+        logging.getLogger("likeness.worker").error("%s", exc)
+        return 1
     return 0
 
 

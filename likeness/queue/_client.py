@@ -458,7 +458,9 @@ class QueueClient:
             payload.job_id,
             _job_id=payload.job_id,
             _defer_until=datetime.fromtimestamp(score_ms / 1000, tz=UTC),
-            _expires=self._active_bound_ms() / 1000,
+            # arq drops a job whose key expired without running it: keep it past the selfie's TTL, so
+            # a very late job still runs and answers "expired" instead of vanishing.
+            _expires=self.settings.selfie_ttl_s + 3600,
         )
         position = await self.position(payload.job_id) or 1
         eta = round(avg_s * position, 1)
