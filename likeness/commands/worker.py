@@ -27,13 +27,20 @@ def run(args: argparse.Namespace) -> int:
         import asyncio
 
         return asyncio.run(_check(settings))
-    from likeness.errors import LikenessError
-    from likeness.queue._worker import run_worker
+    from redis.exceptions import ConnectionError as RedisConnectionError
 
+    from likeness.errors import LikenessError
+    from likeness.queue._worker import run_worker, worker_settings
+
+    log = logging.getLogger("likeness.worker")
     try:
         run_worker(settings)
     except LikenessError as exc:  # e.g. the model can't be loaded: say why, no traceback
-        logging.getLogger("likeness.worker").error("%s", exc)
+        log.error("%s", exc)
+        return 1
+    except (RedisConnectionError, OSError) as exc:
+        redis = worker_settings(settings)["redis_settings"]  # host and port only: the DSN may hold a password
+        log.error("Redis at %s:%s is not reachable (%s). Check LIKENESS_REDIS_URL.", redis.host, redis.port, exc)
         return 1
     return 0
 

@@ -126,7 +126,12 @@ class QueueClient:
         )
         self._rate = parse_rate(settings.rate_limit)
         self._limiter = MovingWindowRateLimiter(
-            RedisStorage("async+" + settings.redis_dsn, implementation="redispy", key_prefix=_keys.LIMITS_PREFIX)
+            RedisStorage(
+                "async+" + settings.redis_dsn,
+                implementation="redispy",
+                key_prefix=_keys.LIMITS_PREFIX,
+                connection_pool=self._pool,  # shares our pool: one set of connections, one retry policy
+            )
         )
 
     async def __aenter__(self) -> QueueClient:
@@ -141,9 +146,6 @@ class QueueClient:
         """Close the Redis connections (idempotent)."""
         await self.redis.aclose()
         await self._pool.aclose()
-        storage = self._limiter.storage
-        if hasattr(storage, "storage") and hasattr(storage.storage, "aclose"):
-            await storage.storage.aclose()
 
     def is_admin(self, user_id: str) -> bool:
         """Admins (settings.admins) bypass the per-user and global limits."""
