@@ -260,15 +260,16 @@ class QueueClient:
     async def progress(self, job_id: str, *, idle_timeout_s: float | None = None) -> AsyncIterator[ProgressEvent]:
         """Every progress event of a job, in order, from its first; ends after done, failed or cancelled.
 
-        Also ends when the job is unknown (expired), or after `idle_timeout_s` without any event.
+        Also ends when the job is unknown or its events expired, or after `idle_timeout_s` without any event.
+        Redis failures raise `QueueUnavailable`.
         """
         last = "0-0"
         idle_since = time.monotonic()
         while True:
             try:
                 answer = await self.redis.xread({_keys.progress(job_id): last}, block=500, count=50)
-                if not answer and not await self.redis.exists(_keys.job(job_id), _keys.progress(job_id)):
-                    return
+                if not answer and not await self.redis.exists(_keys.progress(job_id)):
+                    return  # unknown job, or its events expired (an hour after the last one)
             except _REDIS_DOWN as exc:
                 raise QueueUnavailable() from exc
             for entry_id, fields in answer[0][1] if answer else []:
