@@ -130,7 +130,7 @@ class QueueClient:
                 "async+" + settings.redis_dsn,
                 implementation="redispy",
                 key_prefix=_keys.LIMITS_PREFIX,
-                connection_pool=self._pool,  # shares our pool: one set of connections, one retry policy
+                connection_pool=self._pool,  # type: ignore[arg-type]  # shared: one pool, one retry policy
             )
         )
 
