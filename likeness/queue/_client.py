@@ -76,7 +76,7 @@ _REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError
 # KEYS: the user's fair clock. ARGV: now ms, job duration ms, offset ms (also the TTL). Returns the start tag.
 _FAIR_TAG = """
 local now = tonumber(ARGV[1])
-local clock = math.min(tonumber(redis.call('get', KEYS[1]) or '0'), now + tonumber(ARGV[3]) / 2)
+local clock = math.min(tonumber(redis.call('get', KEYS[1]) or '0'), now + math.floor(tonumber(ARGV[3]) / 2))
 local start = math.max(now, clock)
 redis.call('set', KEYS[1], start + tonumber(ARGV[2]), 'PX', ARGV[3])
 return start
