@@ -4,6 +4,7 @@ engine = Engine.load(settings)                      # once per process
 result = engine.portrait(PortraitRequest(selfie, engine.presets.resolve("ghibli"), seeds=(7,)))
 """
 
+from likeness.generation._edits import VARIATION_STRENGTH, EditRequest
 from likeness.generation._engine import Engine, GenerationResult, PortraitRequest, ProgressFn
 from likeness.generation._identity import identity_image
 from likeness.generation._registry import (
@@ -19,6 +20,8 @@ from likeness.generation._registry import (
 
 __all__ = [
     "BUILTIN_MODELS",
+    "VARIATION_STRENGTH",
+    "EditRequest",
     "Engine",
     "GenerationResult",
     "IdentityAdapter",

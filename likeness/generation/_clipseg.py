@@ -60,9 +60,9 @@ class TextMasker:
         if not queries:
             raise ValueError("at least one segmentation query is needed")
         rgb = image.convert("RGB")
-        inputs = self.processor(
-            text=list(queries), images=[rgb] * len(queries), padding=True, return_tensors="pt"
-        ).to(self.device)
+        inputs = self.processor(text=list(queries), images=[rgb] * len(queries), padding=True, return_tensors="pt").to(
+            self.device
+        )
         logits = self.model(**inputs).logits  # (Q, h, w), or (h, w) when Q == 1
         if logits.ndim == 2:
             logits = logits[None]
