@@ -52,7 +52,7 @@ class TextMasker:
         except (OSError, ValueError) as exc:
             raise ModelUnavailable(model=source, reason=f"segmentation model: {exc}") from exc
         # float32 always: CLIPSeg is small, and half precision makes thresholds flaky.
-        model.to(device=torch.device(device), dtype=torch.float32).eval()
+        model = model.float().to(torch.device(device)).eval()  # type: ignore[no-untyped-call]
         return cls(model, processor, device)
 
     @torch.inference_mode()
@@ -66,9 +66,9 @@ class TextMasker:
         logits = self.model(**inputs).logits  # (Q, h, w), or (h, w) when Q == 1
         if logits.ndim == 2:
             logits = logits[None]
-        probs = torch.sigmoid(logits.float()).amax(dim=0, keepdim=True)[None]  # (1, 1, h, w)
+        probs = torch.sigmoid(logits.float())[:, None]  # (Q, 1, h, w)
         resized = torch.nn.functional.interpolate(probs, size=(rgb.height, rgb.width), mode="bilinear")
-        return resized[0, 0].clamp(0, 1).cpu().numpy().astype(np.float32)
+        return resized.amax(dim=0)[0].clamp(0, 1).cpu().numpy().astype(np.float32)
 
 
 def ensure_tiny_clipseg(data_dir: Path) -> Path:
@@ -138,7 +138,8 @@ def _build_tiny(folder: Path) -> None:
         image_mean=[0.485, 0.456, 0.406],
         image_std=[0.229, 0.224, 0.225],
     )
-    CLIPSegProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(str(folder))
+    processor = CLIPSegProcessor(image_processor=image_processor, tokenizer=tokenizer)  # type: ignore[no-untyped-call]
+    processor.save_pretrained(str(folder))
     model.save_pretrained(str(folder))
     shutil.rmtree(folder / "tokenizer-src")
 

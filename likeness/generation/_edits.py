@@ -260,8 +260,11 @@ def _run(
     # 2. Text and identity embeddings, one per seed ([negatives..., positives...] under guidance).
     embeds: PromptEmbeds = encode_parts(pipe, engine.spec.family, parts, device, guided).repeat(n)
     encoded = pipe.prepare_ip_adapter_image_embeds([identity_image(selfie)], None, device, 1, guided)[0]
-    negative, positive = encoded.chunk(2) if guided else (None, encoded)
-    ip_embeds = torch.cat([negative] * n + [positive] * n if guided else [positive] * n, dim=0)
+    if guided:
+        negative, positive = encoded.chunk(2)
+        ip_embeds = torch.cat([negative] * n + [positive] * n, dim=0)
+    else:
+        ip_embeds = torch.cat([encoded] * n, dim=0)
     generators = [torch.Generator(device="cpu").manual_seed(seed) for seed in seeds]
 
     def on_step_end(pipeline: Any, step: int, timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
