@@ -177,6 +177,11 @@ def test_reroll_of_an_edit_differs_and_a_seed_repeats(engine: Engine, source: Im
     assert np.array_equal(first, again)
     inside = region(HAIR, source)
     assert np.abs(first[inside] - other[inside]).mean() > 2
+    # Several seeds in one call (cropped inpaint included) give each seed's own image.
+    both = edit(engine, request(engine, source, selfie, "make the hair blue", seeds=(10, 11)), masker=HAIR)
+    assert both.metadata["padding_mask_crop"] is not None and both.seeds == [10, 11]
+    assert np.abs(pixels(both.images[0]) - first).max() <= 1
+    assert np.abs(pixels(both.images[1]) - other).max() <= 1
 
 
 def test_identity_comes_from_the_selfie(engine: Engine, source: Image.Image, selfie: Image.Image) -> None:

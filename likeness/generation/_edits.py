@@ -251,28 +251,18 @@ def _run(
 
     model = engine.model
     pipe = model.img2img if mask is None else model.inpaint
-    device, n = model.device, len(seeds)
+    device = model.device
     guided = plan.guidance > 1.0
     # 1. Style and identity strength, exactly as for portraits (the pipelines share every module).
     model.loras.activate(plan.loras)
     pipe.scheduler = make_scheduler(plan.scheduler, model.base_scheduler)
     pipe.set_ip_adapter_scale(plan.ip_scale())
-    # 2. Text and identity embeddings, one per seed ([negatives..., positives...] under guidance).
-    embeds: PromptEmbeds = encode_parts(pipe, engine.spec.family, parts, device, guided).repeat(n)
+    # 2. Text and identity embeddings for one image ([negative, positive] under guidance).
+    embeds: PromptEmbeds = encode_parts(pipe, engine.spec.family, parts, device, guided)
     encoded = pipe.prepare_ip_adapter_image_embeds([identity_image(selfie)], None, device, 1, guided)[0]
-    if guided:
-        negative, positive = encoded.chunk(2)
-        ip_embeds = torch.cat([negative] * n + [positive] * n, dim=0)
-    else:
-        ip_embeds = torch.cat([encoded] * n, dim=0)
-    generators = [torch.Generator(device="cpu").manual_seed(seed) for seed in seeds]
-
-    def on_step_end(pipeline: Any, step: int, timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
-        if progress is not None:
-            progress(step + 1, getattr(pipeline, "num_timesteps", steps))
-        return kwargs
-
-    # 3. Denoise from the source (img2img) or inside the mask (inpaint), at a size the model can take.
+    # 3. Calls: img2img takes all seeds at once. Inpainting encodes the one source image with the first
+    #    generator only, so a batched seed would not reproduce alone (a reroll must): one call per seed.
+    calls = [seeds] if mask is None else [(seed,) for seed in seeds]
     image = source if source.size == work_size else source.resize(work_size, Image.Resampling.LANCZOS)
     kwargs: dict[str, Any] = {}
     if mask is not None:
@@ -280,20 +270,36 @@ def _run(
         if mask_image.size != work_size:
             mask_image = mask_image.resize(work_size, Image.Resampling.NEAREST)
         kwargs = {"mask_image": mask_image, "width": work_size[0], "height": work_size[1], "padding_mask_crop": padding}
-    with _exact_ip_embeds(pipe, [ip_embeds]):
-        output = pipe(
-            **embeds.pipeline_kwargs(engine.spec.family),
-            image=image,
-            strength=strength,
-            ip_adapter_image_embeds=[ip_embeds],
-            num_inference_steps=steps,
-            guidance_scale=plan.guidance,
-            generator=generators,
-            callback_on_step_end=on_step_end,
-            output_type="pil",
-            **kwargs,
-        )
-    return list(output.images)
+    images: list[Image.Image] = []
+    for index, call_seeds in enumerate(calls):
+        n = len(call_seeds)
+        halves = encoded.chunk(2) if guided else (encoded,)  # [negatives..., positives...] like the prompts
+        ip_embeds = torch.cat([half for half in halves for _ in range(n)], dim=0)
+
+        def on_step_end(
+            pipeline: Any, step: int, timestep: Any, kw: dict[str, Any], index: int = index
+        ) -> dict[str, Any]:
+            if progress is not None:
+                per_call = getattr(pipeline, "num_timesteps", steps)
+                progress(index * per_call + step + 1, per_call * len(calls))
+            return kw
+
+        # 4. Denoise from the source (img2img) or inside the mask (inpaint), at a size the model can take.
+        with _exact_ip_embeds(pipe, [ip_embeds]):
+            output = pipe(
+                **embeds.repeat(n).pipeline_kwargs(engine.spec.family),
+                image=image,
+                strength=strength,
+                ip_adapter_image_embeds=[ip_embeds],
+                num_inference_steps=steps,
+                guidance_scale=plan.guidance,
+                generator=[torch.Generator(device="cpu").manual_seed(seed) for seed in call_seeds],
+                callback_on_step_end=on_step_end,
+                output_type="pil",
+                **kwargs,
+            )
+        images += output.images
+    return images
 
 
 def _work_size(size: tuple[int, int], multiple: int, base: int) -> tuple[int, int]:
