@@ -143,6 +143,8 @@ def test_user_mask_edits_exactly_the_white_area(engine: Engine, source: Image.Im
 def test_empty_mask_is_a_clear_error(engine: Engine, source: Image.Image, selfie: Image.Image) -> None:
     with pytest.raises(EmptyMask, match="couldn't find the hair"):
         edit(engine, request(engine, source, selfie, "make the hair blue"), masker=box_masker(0, 0, 0, 0))
+    with pytest.raises(EmptyMask, match="person fills the whole picture"):
+        edit(engine, request(engine, source, selfie, "background: Paris"), masker=box_masker(0, 0, 1, 1))
     with pytest.raises(EmptyMask, match="all black"):
         engine.edit(request(engine, source, selfie, "a hat", mask=Image.new("L", source.size, 0)))
 

@@ -74,9 +74,10 @@ def test_inversion_makes_the_background() -> None:
     [
         (np.zeros((H, W), np.float32), False, "couldn't find the hair"),
         (np.ones((H, W), np.float32), False, "covers almost the whole image"),
-        (np.ones((H, W), np.float32), True, "couldn't find"),
+        (np.ones((H, W), np.float32), True, "fills the whole picture"),
+        (np.zeros((H, W), np.float32), True, "couldn't find the hair in this image, so everything would be redrawn"),
         # The person fills the frame except a 3-pixel speck: cleaned away, so there is no background.
-        (np.where(np.add.outer(np.arange(H), np.arange(W)) < 2, 0.0, 0.9), True, "couldn't find"),
+        (np.where(np.add.outer(np.arange(H), np.arange(W)) < 2, 0.0, 0.9), True, "fills the whole picture"),
     ],
 )
 def test_empty_or_all_covering_mask_is_a_user_error(probs: np.ndarray, invert: bool, words: str) -> None:

@@ -76,9 +76,8 @@ def edit(
     elif instruction.kind == "inpaint":
         provider = masker if masker is not None else engine.masker
         probs = provider(source, instruction.queries)
-        label = instruction.region.replace("_", " ")
-        if instruction.invert:
-            label = "person (to keep)" if instruction.region == "background" else f"not-{label}"
+        # Inverted regions (background) are found as what they are not: name that in errors.
+        label = " and ".join(instruction.queries) if instruction.invert else instruction.region.replace("_", " ")
         mask = mask_from_probabilities(probs, label=label, invert=instruction.invert, grow=instruction.grow)
     images, meta = _generate(
         engine,

@@ -81,14 +81,15 @@ def mask_from_probabilities(
 ) -> EditMask:
     """Threshold, clean, optionally invert, check coverage, grow by `grow` × short side, and feather.
 
-    `label` names the region in the error a user sees when the mask is empty or covers everything.
+    `label` names what was looked for (with `invert`, what is kept: "person") in the error a user sees
+    when the mask is empty or covers everything.
     """
     if probs.ndim != 2 or probs.size == 0:
         raise ValueError(f"probabilities must be a non-empty 2-D array, got shape {probs.shape}")
     region = clean_mask(np.asarray(probs) >= threshold)
     if invert:
         region = ~region
-    _check_coverage(region, label, user_mask=False)
+    _check_coverage(region, label, inverted=invert)
     return _grow(region, grow)
 
 
@@ -112,7 +113,7 @@ def mask_from_user_image(mask: Image.Image, size: tuple[int, int], *, grow: floa
         mask = Image.alpha_composite(black, rgba)
     grey = mask.convert("L").resize((width, height), Image.Resampling.BILINEAR)
     region = np.asarray(grey) >= 128
-    _check_coverage(region, "white area of your mask", user_mask=True)
+    _check_coverage(region, "mask", user_mask=True)
     return _grow(region, grow)
 
 
@@ -157,23 +158,33 @@ def _grow(region: np.ndarray, grow: float) -> EditMask:
     return EditMask(region=region, area=area, alpha=alpha, coverage=coverage)
 
 
-def _check_coverage(region: np.ndarray, label: str, *, user_mask: bool) -> None:
+def _check_coverage(region: np.ndarray, label: str, *, user_mask: bool = False, inverted: bool = False) -> None:
+    """Refuse a region under `MIN_COVERAGE` or over `MAX_COVERAGE` with a text that says what to do instead."""
     coverage = float(region.mean())
-    if coverage < MIN_COVERAGE:
-        if user_mask:
-            text = "Your mask is (almost) all black, so there is nothing to change. Paint the part to change white."
-        else:
-            text = (
-                f"I couldn't find the {label} in this image, so there is nothing to change. Try naming it "
-                "differently, or send a mask image (white = the part to change) with your instruction."
-            )
-        raise EmptyMask(message=text)
-    if coverage > MAX_COVERAGE:
-        if user_mask:
-            text = "Your mask is (almost) all white. Paint only the part to change white and keep the rest black."
-        else:
-            text = (
-                f"The {label} covers almost the whole image, so this would redraw everything. Try a look for the "
-                "whole picture instead (e.g. “make it vintage”), or send a mask image (white = change)."
-            )
-        raise EmptyMask(message=text)
+    if MIN_COVERAGE <= coverage <= MAX_COVERAGE:
+        return
+    empty = coverage < MIN_COVERAGE
+    mask_hint = "send a mask image (white = the part to change) with your instruction"
+    if user_mask:
+        text = (
+            "Your mask is (almost) all black, so there is nothing to change. Paint the part to change white."
+            if empty
+            else "Your mask is (almost) all white. Paint only the part to change white and keep the rest black."
+        )
+    elif inverted:
+        text = (
+            f"The {label} fills the whole picture, so there is nothing around it to change. Try naming a part "
+            f"instead (e.g. “hair: …”), or {mask_hint}."
+            if empty
+            else f"I couldn't find the {label} in this image, so everything would be redrawn. Try a look for the "
+            f"whole picture instead (e.g. “make it vintage”), or {mask_hint}."
+        )
+    else:
+        text = (
+            f"I couldn't find the {label} in this image, so there is nothing to change. Try naming it "
+            f"differently, or {mask_hint}."
+            if empty
+            else f"The {label} covers almost the whole image, so this would redraw everything. Try a look for the "
+            f"whole picture instead (e.g. “make it vintage”), or {mask_hint}."
+        )
+    raise EmptyMask(message=text)
