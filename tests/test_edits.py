@@ -10,10 +10,11 @@ import pytest
 from PIL import Image
 
 from likeness.config import Settings
-from likeness.errors import EmptyMask
+from likeness.errors import EmptyMask, GenerationFailed, OutOfMemory
 from likeness.generation import EditRequest, Engine, PortraitRequest
 from likeness.generation._edits import edit
 from likeness.instructions import parse_instruction
+from tests.helpers.faces import astronaut, grace_hopper
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +32,7 @@ def _noise(seed: int, size: tuple[int, int] = (96, 96)) -> Image.Image:
 
 @pytest.fixture(scope="module")
 def selfie() -> Image.Image:
-    return _noise(0)
+    return astronaut()
 
 
 @pytest.fixture(scope="module")
@@ -188,7 +189,7 @@ def test_reroll_of_an_edit_differs_and_a_seed_repeats(engine: Engine, source: Im
 
 def test_identity_comes_from_the_selfie(engine: Engine, source: Image.Image, selfie: Image.Image) -> None:
     mine = edit(engine, request(engine, source, selfie, "make the hair blue"), masker=HAIR).images[0]
-    theirs = edit(engine, request(engine, source, _noise(99), "make the hair blue"), masker=HAIR).images[0]
+    theirs = edit(engine, request(engine, source, grace_hopper(), "make the hair blue"), masker=HAIR).images[0]
     inside = region(HAIR, source)
     assert np.abs(pixels(mine)[inside] - pixels(theirs)[inside]).mean() > 0.5
 
@@ -219,3 +220,16 @@ def test_text_masks_come_from_the_tiny_clipseg(engine: Engine, source: Image.Ima
 def test_bad_strength_is_rejected(engine: Engine, source: Image.Image, selfie: Image.Image) -> None:
     with pytest.raises(ValueError, match="strength"):
         engine.variation(source, selfie, engine.presets.resolve("ghibli"), strength=0.0)
+
+
+def test_failures_become_service_errors(engine: Engine, source: Image.Image, selfie: Image.Image) -> None:
+    def broken(message: str) -> object:
+        def provide(image: Image.Image, queries: Sequence[str]) -> np.ndarray:
+            raise RuntimeError(message)
+
+        return provide
+
+    with pytest.raises(OutOfMemory):
+        edit(engine, request(engine, source, selfie, "make the hair blue"), masker=broken("CUDA out of memory"))
+    with pytest.raises(GenerationFailed):
+        edit(engine, request(engine, source, selfie, "make the hair blue"), masker=broken("boom"))

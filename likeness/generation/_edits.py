@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -74,8 +76,9 @@ def edit(
     if request.mask is not None:
         mask = mask_from_user_image(request.mask, source.size, grow=instruction.grow)
     elif instruction.kind == "inpaint":
-        provider = masker if masker is not None else engine.masker
-        probs = provider(source, instruction.queries)
+        with _service_errors(batch=1):
+            provider = masker if masker is not None else engine.masker
+            probs = provider(source, instruction.queries)
         # Inverted regions (background) are found as what they are not: name that in errors.
         label = " and ".join(instruction.queries) if instruction.invert else instruction.region.replace("_", " ")
         mask = mask_from_probabilities(probs, label=label, invert=instruction.invert, grow=instruction.grow)
@@ -150,6 +153,23 @@ def _finish(
     return GenerationResult(images=images, seeds=seeds, metadata=meta)
 
 
+@contextmanager
+def _service_errors(batch: int) -> Iterator[None]:
+    """Our errors pass; accelerator OOM → `OutOfMemory(batch=...)`; anything else → `GenerationFailed`."""
+    from likeness.generation._engine import _free_accelerator_memory, _is_oom
+
+    try:
+        yield
+    except LikenessError:
+        raise
+    except Exception as exc:
+        if _is_oom(exc):
+            _free_accelerator_memory()
+            raise OutOfMemory(batch=batch) from exc
+        log.exception("edit failed")
+        raise GenerationFailed() from exc
+
+
 def _strength(value: float) -> float:
     if not 0.0 < value <= 1.0:
         raise ValueError(f"strength must be within (0, 1], got {value}")
@@ -187,21 +207,10 @@ def _generate(
     padding = None
     if mask is not None and mask.bbox_fraction() < _CROP_BELOW:
         padding = max(8, round(_CROP_PADDING * min(work_size)))
-    try:
-        with torch.inference_mode():
-            generated = _run(
-                engine, plan, parts, source, selfie, seeds, strength, steps, work_size, mask, padding, progress
-            )
-    except LikenessError:
-        raise
-    except Exception as exc:
-        from likeness.generation._engine import _free_accelerator_memory, _is_oom
-
-        if _is_oom(exc):
-            _free_accelerator_memory()
-            raise OutOfMemory(batch=len(seeds)) from exc
-        log.exception("edit failed")
-        raise GenerationFailed() from exc
+    with _service_errors(batch=len(seeds)), torch.inference_mode():
+        generated = _run(
+            engine, plan, parts, source, selfie, seeds, strength, steps, work_size, mask, padding, progress
+        )
     if mask is None:
         images = [
             img if img.size == source.size else img.resize(source.size, Image.Resampling.LANCZOS) for img in generated
