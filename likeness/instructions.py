@@ -9,13 +9,13 @@ shape                          example
 =============================  ==============================================================
 ``X: Y`` (also ``X -> Y``)     "hair: pink bob", "background: Paris at night", "lighting: studio"
 ``make the X Y``               "make the hair blue", "make my shirt red"
-``make it Y`` / ``make me Y``  "make it black and white" (a global look)
+``make it Y`` / ``make me Y``  "make it black and white", "turn me into a zombie", "more contrast" (global)
 ``change / turn / switch``     "change the shirt to a tuxedo", "turn the sky into a sunset"
 ``replace / swap X with Y``    "replace the jacket with a hoodie"
 ``give me Y``                  "give me blue hair", "give me a beard"
 ``add Y [to the X]``           "add sunglasses", "add stars to the sky"
 ``remove Y``                   "remove the glasses", "remove the background"
-``put me in Y`` / ``in Y``     "put me on a beach", "in Tokyo at night"  (background)
+``put me in Y`` / ``in Y``     "put me on a beach", "in Tokyo at night" (background; "in a tuxedo": clothes)
 ``Y background``, bare words   "cyberpunk city background", "blue hair", "golden hour"
 =============================  ==============================================================
 
@@ -27,6 +27,7 @@ garment, e.g. "shirt"):
 - sky — sky, clouds
 - clothes — clothes, outfit, shirt, jacket, coat, dress, suit, hoodie, sweater, tuxedo …
 - eyes — eyes, eye colour, iris;  lips — lips, lipstick, mouth;  beard — beard, moustache, stubble
+- face — face, skin, freckles, makeup, tan (gentle strength: the face is the likeness)
 - face_accessories — *added* where they go: glasses/sunglasses → the eyes; hat/cap/crown → the hair
   (top of the head); earrings → the ears; necklace/scarf/tie → the neck; face mask → the mouth.
   *Removed* by segmenting the item itself.
@@ -142,7 +143,7 @@ REGIONS: tuple[Region, ...] = (
             "behind me"
         ),
         ("person",),
-        template="{target}, background",
+        template="{target} background",
         strength=1.0,
         grow=0.01,
         invert=True,
@@ -153,7 +154,7 @@ REGIONS: tuple[Region, ...] = (
         "clothes",
         ("clothes", "clothing", "outfit", "attire", "garment", "garments", "wardrobe", *_GARMENTS),
         ("clothes",),
-        template="wearing {target}",
+        template="wearing {target} {word}",
         specific=_GARMENTS,
         bare="",
     ),
@@ -164,6 +165,15 @@ REGIONS: tuple[Region, ...] = (
         template="{target} eyes",
         strength=0.75,
         grow=0.01,
+    ),
+    Region(
+        "face",
+        _w("face, skin, complexion, cheeks, freckles, makeup, make-up, tan, blush, wrinkles"),
+        ("face",),
+        template="{target} face",
+        strength=0.6,  # the face is the likeness: change it gently
+        grow=0.01,
+        bare="natural skin",
     ),
     Region("lips", ("lips", "lipstick", "mouth"), ("lips",), template="{target} lips", strength=0.75, grow=0.01),
     Region(
@@ -242,6 +252,9 @@ _PUT_ME = re.compile(
     r"(?:put|place|take|send|move|teleport|bring) (?:me|us|him|her|them) "
     r"(?:in|on|at|to|into|inside|onto|under|near) (.+)"
 )
+_PRONOUNS = ("me", "us", "him", "her", "them", "myself", "himself", "herself")
+_MORE = re.compile(r"(?:add )?((?:more|less|increase|decrease|boost|reduce|lower|raise) .+)")
+_BLUR = ("blur", "blurry", "blurred", "bokeh", "out of focus", "defocused")
 _ADD = re.compile(r"(?:add|wear|include) (.+)")
 _GIVE = re.compile(r"(?:give|get|put) (?:me|him|her|them|us|it) (.+)")
 _CHANGE = re.compile(
@@ -317,10 +330,12 @@ def _parse(s: str, raw: str) -> EditInstruction:
     # 2. verb shapes
     if m := _REMOVE.fullmatch(s):
         return _remove(raw, m[1])
-    if (m := _ADD_WHERE.fullmatch(s)) and m[1] not in ("me", "us", "him", "her", "them"):
-        return _add(raw, m[1], where=m[2])
+    if m := _MORE.fullmatch(s):
+        return _global(raw, m[1])
+    if (m := _ADD_WHERE.fullmatch(s)) and m[1] not in _PRONOUNS:
+        return _add(raw, m[1], where=None if m[2] in _PRONOUNS else m[2])
     if m := _PUT_ME.fullmatch(s):
-        return _background(raw, m[1])
+        return _wear_or_place(raw, m[1])
     if m := _ADD.fullmatch(s):
         return _add(raw, m[1])
     if m := _GIVE.fullmatch(s):
@@ -332,7 +347,7 @@ def _parse(s: str, raw: str) -> EditInstruction:
 
     # 3. bare phrases
     if m := _PLACE.fullmatch(s):
-        return _global(raw, m[1]) if _look(m[1]) == _strip_det(m[1]) else _background(raw, m[1])
+        return _global(raw, m[1]) if _look(m[1]) == _strip_det(m[1]) else _wear_or_place(raw, m[1])
     return _bare(raw, s)
 
 
@@ -363,7 +378,17 @@ def _make(raw: str, rest: str) -> EditInstruction:
     return _free(raw, thing, f"{target} {thing}")
 
 
+def _wear_or_place(raw: str, target: str) -> EditInstruction:
+    """`put me in Y` / `in Y`: clothes or an accessory are worn ("in a tuxedo"), anything else is a place."""
+    region, _ = _find_region(target)
+    if (region is not None and region.name != "background") or _find_accessory(target) is not None:
+        return _bare(raw, target, add=True)
+    return _background(raw, target)
+
+
 def _change(raw: str, thing: str, target: str) -> EditInstruction:
+    if thing.strip() in _PRONOUNS:  # "turn me into a zombie": the whole picture, identity kept
+        return _global(raw, target)
     thing, target = _strip_det(thing), target.strip()
     if not thing or not target:
         return _fail(raw)
@@ -380,14 +405,14 @@ def _change(raw: str, thing: str, target: str) -> EditInstruction:
 
 def _bare(raw: str, s: str, *, add: bool = False) -> EditInstruction:
     """A phrase without a verb: find a region word in it, an accessory, or a global look."""
-    s = _strip_det(s)
+    original, s = s.strip(), _strip_det(s)
     if not s:
         return _fail(raw)
     if (m := _LOOK_TAIL.fullmatch(s)) and _find_region(m[1])[0] is None:
         return _global(raw, m[1], lighting=s.endswith(("lighting", "light", "lights")))
     region, word = _find_region(s)
     if region is not None:
-        target = s
+        target = _strip_det(original, articles=False)
         if s == word and not add:
             raise BadInstruction(message=_help(f"What should the {word} become? For example “{word}: …”."))
         if region.name == "background":
@@ -496,12 +521,14 @@ def _region_edit(
     if not _is_phrase(target):
         return _fail(raw)
     named = any(re.search(rf"\b{re.escape(w)}\b", target) for w in region.words)
-    if region.template.startswith("wearing "):
+    if region.name == "background" and _strip_det(target) in _BLUR:
+        prompt = "blurred background, bokeh, shallow depth of field"
+    elif region.template.startswith("wearing ") and (named or target.startswith("wearing ")):
         prompt = target if target.startswith("wearing ") else f"wearing {target}"
     elif named and (region.name != "background" or "background" in target):
         prompt = target
     else:
-        prompt = region.template.format(target=target)
+        prompt = region.template.format(target=target, word=word)
     return EditInstruction(
         text=raw,
         kind="inpaint",
@@ -585,9 +612,10 @@ def _normalise(text: str) -> str:
     return text
 
 
-def _strip_det(s: str) -> str:
+def _strip_det(s: str, *, articles: bool = True) -> str:
+    """Drop leading determiners and possessives ("the", "my"); with `articles=False` keep "a"/"an"."""
     words = s.strip().split()
-    while words and words[0] in _DETERMINERS:
+    while words and words[0] in _DETERMINERS and (articles or words[0] not in ("a", "an")):
         words = words[1:]
     return " ".join(words)
 

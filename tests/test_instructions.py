@@ -58,6 +58,15 @@ TABLE = [
     ("can you make it look vintage please", "global", "image", ["vintage"], False),
     ("make the lighting warmer", "global", "image", ["warmer lighting"], False),
     ("sepia", "global", "image", ["sepia"], False),
+    ("turn me into a zombie", "global", "image", ["zombie"], False),
+    ("add more light", "global", "image", ["more light"], False),
+    ("put a hat on me", "inpaint", "face_accessories", ["wearing a hat"], False),
+    ("put me in a tuxedo", "inpaint", "clothes", ["wearing a tuxedo"], False),
+    ("change the color of the shirt to green", "inpaint", "clothes", ["wearing green shirt"], False),
+    ("outfit: pirate", "inpaint", "clothes", ["wearing pirate outfit"], False),
+    ("make the background blurry", "inpaint", "background", ["blurred background"], True),
+    ("add freckles", "inpaint", "face", ["freckles"], False),
+    ("add a tattoo on the arm", "inpaint", "arm", ["tattoo"], False),
 ]
 
 
