@@ -2,6 +2,8 @@
 
 engine = Engine.load(settings)                      # once per process
 result = engine.portrait(PortraitRequest(selfie, engine.presets.resolve("ghibli"), seeds=(7,)))
+edited = engine.edit(EditRequest(result.images[0], selfie, parse_instruction("make the hair blue"), preset))
+more = engine.variation(result.images[0], selfie, preset, seeds=(8, 9))
 """
 
 from likeness.generation._edits import VARIATION_STRENGTH, EditRequest
