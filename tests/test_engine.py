@@ -173,6 +173,14 @@ def test_lora_slots_are_reused_without_reloading_the_base_model(
     assert engine.model.pipe.unet is unet
 
 
+def test_img2img_and_inpaint_share_the_loaded_model(engine: Engine) -> None:
+    base = engine.model.pipe
+    for derived in (engine.img2img, engine.inpaint):
+        assert derived.unet is base.unet and derived.vae is base.vae
+        assert derived.image_encoder is base.image_encoder is not None
+    assert "Img2Img" in type(engine.img2img).__name__ and "Inpaint" in type(engine.inpaint).__name__
+
+
 def test_fusion_blends_prompt_embeddings(engine: Engine, selfie: Image.Image) -> None:
     def image(spec: str) -> np.ndarray:
         return _px(engine.portrait(_request(engine, selfie, spec=spec, seeds=(4,))).images[0])
