@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,13 @@ from PIL import Image
 
 from likeness.errors import EmptyMask, InvalidImage, ModelUnavailable
 from likeness.generation._clipseg import TextMasker
-from likeness.generation._masks import clean_mask, composite, mask_from_probabilities, mask_from_user_image
+from likeness.generation._masks import (
+    clean_mask,
+    composite,
+    load_user_mask,
+    mask_from_probabilities,
+    mask_from_user_image,
+)
 
 H, W = 80, 100
 
@@ -107,6 +114,19 @@ def test_user_mask_transparency_counts_as_keep() -> None:
 def test_user_mask_empty_or_full(colour: int, words: str) -> None:
     with pytest.raises(EmptyMask, match=words):
         mask_from_user_image(Image.new("L", (W, H), colour), (W, H))
+
+
+def test_uploaded_mask_keeps_transparency() -> None:
+    drawn = Image.new("RGBA", (W, H), (255, 255, 255, 0))
+    drawn.paste((255, 255, 255, 255), (30, 20, 70, 60))
+    buf = io.BytesIO()
+    drawn.save(buf, format="PNG")
+    loaded = load_user_mask(buf.getvalue(), max_bytes=10**6, max_pixels=10**6)
+    assert mask_from_user_image(loaded, (W, H)).coverage == pytest.approx(0.2)
+    with pytest.raises(InvalidImage):
+        load_user_mask(b"not an image", max_bytes=10**6, max_pixels=10**6)
+    with pytest.raises(InvalidImage, match="too large"):
+        load_user_mask(buf.getvalue(), max_bytes=10, max_pixels=10**6)
 
 
 def test_user_mask_with_another_shape_is_refused() -> None:

@@ -258,7 +258,7 @@ def _run(
     from likeness.generation._engine import _exact_ip_embeds
 
     model = engine.model
-    pipe = model.img2img if mask is None else model.inpaint
+    pipe = engine.img2img if mask is None else engine.inpaint
     device = model.device
     guided = plan.guidance > 1.0
     # 1. Style and identity strength, exactly as for portraits (the pipelines share every module).

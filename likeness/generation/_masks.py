@@ -9,14 +9,16 @@ outside the grown area byte-identical to the source.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 from scipy import ndimage
 
 from likeness.errors import EmptyMask, InvalidImage
+from likeness.images import sniff_image
 
 __all__ = [
     "MAX_COVERAGE",
@@ -25,6 +27,7 @@ __all__ = [
     "MaskProvider",
     "clean_mask",
     "composite",
+    "load_user_mask",
     "mask_from_probabilities",
     "mask_from_user_image",
 ]
@@ -115,6 +118,24 @@ def mask_from_user_image(mask: Image.Image, size: tuple[int, int], *, grow: floa
     region = np.asarray(grey) >= 128
     _check_coverage(region, "mask", user_mask=True)
     return _grow(region, grow)
+
+
+def load_user_mask(data: bytes, *, max_bytes: int, max_pixels: int) -> Image.Image:
+    """Decode an uploaded mask (size limits and bomb checks as for photos), upright, keeping transparency.
+
+    Unlike `likeness.images.load_image`, alpha is not flattened onto white: a transparent area means "keep".
+    """
+    sniff_image(data, max_bytes=max_bytes, max_pixels=max_pixels)
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.seek(0)
+            upright = ImageOps.exif_transpose(img)
+            transparent = upright.mode in ("RGBA", "LA", "PA") or "transparency" in upright.info
+            mask = upright.convert("RGBA" if transparent else "L")
+            mask.load()
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise InvalidImage(message="That mask image looks damaged or cut off. Please send it again.") from exc
+    return mask
 
 
 def clean_mask(region: np.ndarray, min_island: float = MIN_ISLAND) -> np.ndarray:
