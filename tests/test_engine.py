@@ -173,6 +173,36 @@ def test_lora_slots_are_reused_without_reloading_the_base_model(
     assert engine.model.pipe.unet is unet
 
 
+def test_missing_lora_weights_raise_model_unavailable(
+    engine: Engine, selfie: Image.Image, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bank = engine.model.loras
+    monkeypatch.setattr(bank, "locate", lambda lora: (str(tmp_path / "absent"), "style.safetensors"))
+    _write_preset(tmp_path, "missing-lora", "{subject}, {prompt}, ink", '\n[[loras]]\nsource = "gone/lora"\n')
+    preset = PresetCatalog.load(tmp_path).resolve("missing-lora")
+    with pytest.raises(ModelUnavailable, match="gone/lora"):
+        engine.portrait(PortraitRequest(selfie=selfie, preset=preset))
+    assert "gone/lora::" not in bank.slots
+    monkeypatch.undo()
+    assert engine.portrait(_request(engine, selfie, spec="plain-lora")).images[0].size == (64, 64)
+
+
+def test_every_preset_scheduler_runs(engine: Engine, selfie: Image.Image, tmp_path: Path) -> None:
+    from likeness.presets._schema import SCHEDULERS
+
+    pictures = {}
+    for name in SCHEDULERS:
+        body = PRESET_BODY.format(title="S", prompt="{subject}, {prompt}, pastel").replace('"euler"', f'"{name}"')
+        (tmp_path / f"s-{name.replace('_', '-')}.toml").write_text(body)
+    catalog = PresetCatalog.load(tmp_path)
+    for name in SCHEDULERS:
+        result = engine.portrait(PortraitRequest(selfie=selfie, preset=catalog.resolve(f"s-{name.replace('_', '-')}")))
+        assert result.metadata["scheduler"] == (name if name != "default" else engine.spec.scheduler)
+        pictures[name] = _px(result.images[0])
+        assert pictures[name].std() > 5, name  # a picture, not a flat or NaN-black frame
+    assert np.abs(pictures["euler"] - pictures["dpmpp_2m_karras"]).max() > 5
+
+
 def test_img2img_and_inpaint_share_the_loaded_model(engine: Engine) -> None:
     base = engine.model.pipe
     for derived in (engine.img2img, engine.inpaint):
