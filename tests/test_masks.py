@@ -7,7 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
+from scipy import ndimage
 
 from likeness.errors import EmptyMask, InvalidImage, ModelUnavailable
 from likeness.generation._clipseg import TextMasker
@@ -175,3 +178,26 @@ def test_missing_production_segmenter_is_a_service_error(tmp_path: Path, monkeyp
     monkeypatch.setattr("likeness.generation._clipseg.CLIPSEG_MODEL", str(tmp_path / "not-pulled"))
     with pytest.raises(ModelUnavailable, match="segmentation"):
         TextMasker.load("sdxl-realvis", tmp_path)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.integers(0, 2**32 - 1),
+    st.floats(0.2, 0.7),
+    st.floats(0.0, 0.08),
+    st.booleans(),
+)
+def test_any_mask_keeps_outside_pixels_and_fills_inside(seed: int, threshold: float, grow: float, invert: bool) -> None:
+    rng = np.random.default_rng(seed)
+    probs = ndimage.gaussian_filter(rng.random((H, W)), sigma=6).astype(np.float32)
+    probs = (probs - probs.min()) / (np.ptp(probs) or 1.0)
+    try:
+        mask = mask_from_probabilities(probs, label="thing", threshold=threshold, grow=grow, invert=invert)
+    except EmptyMask:
+        return
+    assert mask.area[mask.region].all() and 0.005 <= mask.coverage <= 0.97
+    source = Image.fromarray(rng.integers(0, 256, (H, W, 3), dtype=np.uint8))
+    generated = Image.fromarray(rng.integers(0, 256, (H, W, 3), dtype=np.uint8))
+    out = np.asarray(composite(source, generated, mask))
+    assert np.array_equal(out[~mask.area], np.asarray(source)[~mask.area])
+    assert np.array_equal(out[mask.region], np.asarray(generated)[mask.region])
