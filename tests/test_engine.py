@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -159,8 +160,9 @@ def test_lora_changes_the_output_and_switching_back_restores_it(engine: Engine, 
 
 
 def test_lora_slots_are_reused_without_reloading_the_base_model(
-    engine: Engine, selfie: Image.Image, tmp_path: Path
+    engine: Engine, selfie: Image.Image, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="likeness.generation")
     unet = engine.model.pipe.unet
     bank = engine.model.loras
     for i in range(bank.capacity + 2):
@@ -171,6 +173,8 @@ def test_lora_slots_are_reused_without_reloading_the_base_model(
         engine.portrait(PortraitRequest(selfie=selfie, preset=catalog.resolve(f"extra-{i}")))
     assert len(bank.slots) == bank.capacity
     assert engine.model.pipe.unet is unet
+    # Same-rank UNet LoRAs swap into the least recently used slot in place.
+    assert bank.hotswap and "instead of hot-swapping" not in caplog.text
 
 
 def test_missing_lora_weights_raise_model_unavailable(
