@@ -194,13 +194,28 @@ class QueueClient:
 
     @_translated
     async def submit_variations(
-        self, origin: Origin, parent_result_id: str, *, count: int = MAX_COUNT, idempotency_key: str | None = None
+        self,
+        origin: Origin,
+        parent_result_id: str,
+        *,
+        count: int = MAX_COUNT,
+        image_index: int = 0,
+        idempotency_key: str | None = None,
     ) -> Ticket:
-        """`count` (1–4) new images from the request that made `parent_result_id`, one new seed each."""
+        """`count` (1–4) variations of image `image_index` of a result, one new seed each.
+
+        Until the engine has `variation()`, the worker makes them by re-running the portrait request
+        that made the parent with new seeds; the job records the varied image for when it does.
+        """
         if not 1 <= count <= MAX_COUNT:
             raise ValueError(f"count must be 1..{MAX_COUNT}")
         parent = await self.get_result(parent_result_id)
-        return await self._repeat(origin, parent, "variations", count, idempotency_key)
+        if not 0 <= image_index < len(parent.image_blob_ids):
+            raise ValueError(f"result {parent_result_id} has {len(parent.image_blob_ids)} images")
+        if parent.request.mode == "edit":  # a variation of an edit: the edit again, with new seeds
+            return await self._repeat(origin, parent, "variations", count, idempotency_key)
+        source = {"mode": "variation", "source_blob_id": parent.image_blob_ids[image_index]}
+        return await self._repeat(origin, parent, "variations", count, idempotency_key, source)
 
     @_translated
     async def submit_edit(
@@ -384,13 +399,19 @@ class QueueClient:
         return params.model_copy(update={"preset": preset.spec, "format": fmt, "prompt": params.prompt.strip()})
 
     async def _repeat(
-        self, origin: Origin, parent: ResultRecord, kind: JobKind, count: int, idempotency_key: str | None
+        self,
+        origin: Origin,
+        parent: ResultRecord,
+        kind: JobKind,
+        count: int,
+        idempotency_key: str | None,
+        overrides: dict[str, str] | None = None,
     ) -> Ticket:
         job_id = self._job_id(origin, idempotency_key)
         if (dup := await self._duplicate(job_id)) is not None:
             return dup
         await self._check_limits(origin.user_id)
-        request = parent.request
+        request = parent.request.model_copy(update=overrides or {})
         for blob_id in (request.selfie_blob_id, request.source_blob_id):
             if blob_id is not None and not await self.redis.exists(_keys.blob(blob_id)):
                 raise ResultExpired()
