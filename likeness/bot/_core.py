@@ -11,10 +11,10 @@ NSFW opt-in, extra blocked words) and the operator allowlist apply per community
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 from likeness.bot._access import AccessPolicy
 from likeness.bot._buttons import Button, result_buttons
@@ -124,8 +124,7 @@ class BotCore:
         if not self.access.is_admin(origin.user_id):
             raise UserError(message="/stats is for this bot's admins.")
         stats = await self.queue.stats()
-        since = time.time() - 24 * 3600
-        safety = await self.abuse.counts(since)
+        safety = await self.abuse.counts(datetime.now(UTC) - timedelta(days=1))
         return stats_text(
             {
                 "queued": stats.queued,
