@@ -7,11 +7,13 @@ more = engine.variation(result.images[0], selfie, preset, seeds=(8, 9))
 """
 
 from likeness.generation._edits import VARIATION_STRENGTH, EditRequest
-from likeness.generation._engine import Engine, GenerationResult, PortraitRequest, ProgressFn
+from likeness.generation._engine import Engine, GenerationResult, LikenessScorer, PortraitRequest, ProgressFn
+from likeness.generation._faces import Face, FaceAnalysis, FaceAnalyzer, load_face_analyzer
 from likeness.generation._identity import identity_image
 from likeness.generation._masks import load_user_mask
 from likeness.generation._registry import (
     BUILTIN_MODELS,
+    FACEID_BACKENDS,
     IdentityAdapter,
     ImageEncoder,
     ModelSpec,
@@ -23,18 +25,24 @@ from likeness.generation._registry import (
 
 __all__ = [
     "BUILTIN_MODELS",
+    "FACEID_BACKENDS",
     "VARIATION_STRENGTH",
     "EditRequest",
     "Engine",
+    "Face",
+    "FaceAnalysis",
+    "FaceAnalyzer",
     "GenerationResult",
     "IdentityAdapter",
     "ImageEncoder",
+    "LikenessScorer",
     "ModelSpec",
     "PortraitRequest",
     "ProgressFn",
     "WeightRef",
     "get_model_spec",
     "identity_image",
+    "load_face_analyzer",
     "load_model_specs",
     "load_user_mask",
     "required_weights",
