@@ -333,8 +333,9 @@ def _write_faceid_adapter(folder: Path, unet: Any, cross_attention_dim: int) -> 
     from diffusers.models.embeddings import IPAdapterFaceIDPlusImageProjection
     from safetensors.torch import save_file
 
+    # `shortcut` (v2) adds the ID tokens to the output: their width must be the UNet's cross-attention width.
     projection = IPAdapterFaceIDPlusImageProjection(
-        embed_dims=_IMAGE_HIDDEN,
+        embed_dims=cross_attention_dim,
         output_dims=cross_attention_dim,
         hidden_dims=_IMAGE_HIDDEN,
         id_embeddings_dim=FACEID_EMBEDDING_DIM,
