@@ -14,7 +14,7 @@ from PIL import Image
 
 from likeness.config import Settings
 from likeness.errors import ConfigError, NoFace
-from likeness.generation import EditRequest, Engine, PortraitRequest, identity_image
+from likeness.generation import BUILTIN_MODELS, EditRequest, Engine, PortraitRequest, identity_image, required_weights
 from likeness.generation._identity import SelfieFaces
 from likeness.instructions import parse_instruction
 from likeness.presets import PresetCatalog
@@ -190,6 +190,16 @@ def test_plus_face_output_depends_on_the_face(engine: Engine) -> None:
     other = engine.portrait(_request(engine, grace_hopper(), seeds=(9,)))
     assert np.abs(_px(first.images[0]) - _px(other.images[0])).max() > 10
     assert first.metadata["identity_adapter"] == "plus-face"
+
+
+def test_faceid_models_name_their_weights() -> None:
+    for key, family in (("sdxl-faceid", "sdxl"), ("sd15-faceid", "sd15")):
+        spec = BUILTIN_MODELS[key]
+        assert spec.identity_adapter.kind == "faceid-plus-v2" and spec.family == family
+        refs = {(ref.repo_or_path, ref.filenames) for ref in required_weights(spec)}
+        assert ("h94/IP-Adapter-FaceID", (f"ip-adapter-faceid-plusv2_{family}.bin",)) in refs
+        assert any(repo == "laion/CLIP-ViT-H-14-laion2B-s32B-b79K" for repo, _ in refs)
+        assert "non-commercial" in spec.license
 
 
 def test_faceid_model_needs_arcface_embeddings(shared_data_dir: Path) -> None:

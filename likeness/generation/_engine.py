@@ -229,9 +229,7 @@ class Engine:
                     outcomes.append(_Outcome(tried, list(request.seeds), scores, [plan.identity_scale]))
                     continue
                 candidates = [Candidate(image, seed) for image, seed in zip(tried, batched.seeds, strict=True)]
-                selection = select_best(
-                    candidates, lambda image, ref=face.face: self._score(ref, image), keep=len(request.seeds)
-                )
+                selection = select_best(candidates, self._scorer_for(face.face), keep=len(request.seeds))
                 outcomes.append(_Outcome.best_of(selection, [plan.identity_scale]))
             # 2. One retry, at a higher identity strength, for requests whose candidates all fell short.
             retry = [
@@ -295,11 +293,14 @@ class Engine:
                 assert outcome.selection is not None
                 selection = select_best(
                     [Candidate(image, seed) for image, seed in zip(tried, again[i].seeds, strict=True)],
-                    lambda image, ref=face.face: self._score(ref, image),
+                    self._scorer_for(face.face),
                     keep=len(requests[i].seeds),
                     earlier=outcome.selection,
                 )
                 outcomes[i] = _Outcome.best_of(selection, [*outcome.strengths, again_plans[i].identity_scale])
+
+    def _scorer_for(self, reference: Face) -> Callable[[Image.Image], float | None]:
+        return lambda image: self._score(reference, image)
 
     def _score(self, reference: Face, image: Image.Image) -> float | None:
         """Likeness of `image` to the selfie's face; a scoring failure must not lose the images (None)."""

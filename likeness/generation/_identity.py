@@ -97,14 +97,17 @@ def identity_embeds(
     a batch of different faces (diffusers #9813, every prompt would see every face). For FaceID the crops'
     CLIP embeddings are set on the projection layer for the block's duration.
     """
-    encoded: dict[int, tuple[torch.Tensor | None, torch.Tensor]] = {}  # id(analysis) -> (negative, positive)
+    negatives: dict[int, torch.Tensor] = {}  # id(analysis) -> CLIP embeddings of the blank image
+    positives: dict[int, torch.Tensor] = {}  # id(analysis) -> CLIP embeddings of its crop
     for analysis in faces:
-        if id(analysis) not in encoded:
+        if id(analysis) not in positives:
             clip = pipe.prepare_ip_adapter_image_embeds([analysis.crop], None, device, 1, guided)[0]
-            negative, positive = clip.chunk(2) if guided else (None, clip)
-            encoded[id(analysis)] = (negative, positive)
-    negatives = [encoded[id(a)][0] for a in faces] if guided else []
-    clip_embeds = torch.cat([*negatives, *(encoded[id(a)][1] for a in faces)], dim=0)  # type: ignore[misc]
+            if guided:
+                negatives[id(analysis)], positives[id(analysis)] = clip.chunk(2)
+            else:
+                positives[id(analysis)] = clip
+    order = [id(a) for a in faces]
+    clip_embeds = torch.cat([*(negatives[i] for i in order if guided), *(positives[i] for i in order)], dim=0)
     projection = None
     if kind == "faceid-plus-v2":
         dtype = clip_embeds.dtype
