@@ -39,7 +39,6 @@ __all__ = [
 
 H94 = "h94/IP-Adapter"
 H94_FACEID = "h94/IP-Adapter-FaceID"
-VIT_H = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
 
 FACEID_BACKENDS = ("insightface",)
 """Face backends whose embeddings FaceID adapters were trained on (512-d ArcFace, insightface buffalo_l)."""
@@ -101,11 +100,12 @@ def _h94(family: str) -> tuple[IdentityAdapter, ImageEncoder]:
 
 
 def _faceid(family: str) -> tuple[IdentityAdapter, ImageEncoder]:
-    # FaceID-Plus-v2 reads the crop with the ViT-H CLIP encoder (SD1.5 and SDXL alike).
+    # FaceID-Plus-v2 reads the crop with OpenCLIP ViT-H-14 (SD1.5 and SDXL alike): the very encoder h94 ships
+    # in `models/image_encoder`, so plus-face and FaceID models share one download.
     adapter = IdentityAdapter(
         repo=H94_FACEID, weight_name=f"ip-adapter-faceid-plusv2_{family}.bin", kind="faceid-plus-v2"
     )
-    return adapter, ImageEncoder(repo=VIT_H)
+    return adapter, ImageEncoder(repo=H94, subfolder="models/image_encoder")
 
 
 def _tiny(
