@@ -239,13 +239,12 @@ class Engine:
                 and needs_retry(outcome.selection.scores, self.settings.likeness_threshold)
             ]
             if retry:
-                retried = [outcomes[i] for i in retry]
-                self._retry(
+                retried = self._retry(
                     [requests[i] for i in retry],
                     [plans[i] for i in retry],
                     [faces[i] for i in retry],
                     [counts[i] for i in retry],
-                    retried,
+                    [outcomes[i] for i in retry],
                     fns,
                 )
                 for i, outcome in zip(retry, retried, strict=True):
@@ -267,8 +266,8 @@ class Engine:
         counts: list[int],
         outcomes: list[_Outcome],
         progress: list[ProgressFn],
-    ) -> None:
-        """Second best-of try for these requests, updating their outcomes in place.
+    ) -> list[_Outcome]:
+        """Second best-of try for these requests: their new outcomes, picked from both tries' candidates.
 
         Batch-mates share an identity scale, so their raised scales match too; requests whose raised
         plans differ anyway (per-block scales of different presets) run in separate calls.
@@ -285,6 +284,7 @@ class Engine:
             again.append(raised)
             again_plans.append(self._plan(raised))
             groups.setdefault(again_plans[-1].key, []).append(i)
+        retried = list(outcomes)
         for members in groups.values():
             batch = [again[i] for i in members]
             images = self._run(batch, [again_plans[i] for i in members], [faces[i] for i in members], progress)
@@ -297,7 +297,8 @@ class Engine:
                     keep=len(requests[i].seeds),
                     earlier=outcome.selection,
                 )
-                outcomes[i] = _Outcome.best_of(selection, [*outcome.strengths, again_plans[i].identity_scale])
+                retried[i] = _Outcome.best_of(selection, [*outcome.strengths, again_plans[i].identity_scale])
+        return retried
 
     def _scorer_for(self, reference: Face) -> Callable[[Image.Image], float | None]:
         return lambda image: self._score(reference, image)
@@ -311,7 +312,7 @@ class Engine:
             return None
 
     def _best_of_count(self, request: PortraitRequest) -> int:
-        n = request.best_of or request.preset.defaults.best_of or self.settings.best_of
+        n = next(v for v in (request.best_of, request.preset.defaults.best_of, self.settings.best_of) if v is not None)
         if not 1 <= n <= 8:
             raise ValueError(f"best_of must be within 1..8, got {n}")
         return n
