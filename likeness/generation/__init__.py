@@ -4,6 +4,10 @@ engine = Engine.load(settings)                      # once per process
 result = engine.portrait(PortraitRequest(selfie, engine.presets.resolve("ghibli"), seeds=(7,)))
 edited = engine.edit(EditRequest(result.images[0], selfie, parse_instruction("make the hair blue"), preset))
 more = engine.variation(result.images[0], selfie, preset, seeds=(8, 9))
+
+Every result's metadata carries `likeness_scores` (one % or None per image), `notices` (e.g. several faces)
+and, under best-of-N, `best_of` (docs/identity.md). A selfie without a usable face raises `NoFace` /
+`FaceTooSmall` from every call.
 """
 
 from likeness.generation._edits import VARIATION_STRENGTH, EditRequest
