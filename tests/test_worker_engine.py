@@ -16,7 +16,8 @@ from PIL import Image
 from likeness.config import Settings
 from likeness.queue import PortraitParams, QueueClient
 from likeness.queue._worker import LikenessWorker, worker_settings
-from tests.helpers.queue import next_deliveries, origin, selfie
+from tests.helpers.faces import astronaut, colour_jitter, grace_hopper
+from tests.helpers.queue import next_deliveries, origin
 
 pytest.importorskip("diffusers")
 
@@ -37,15 +38,27 @@ async def real_worker(settings: Settings) -> AsyncIterator[None]:
         await asyncio.gather(task, return_exceptions=True)
 
 
-JOBS = [("a", "lightsteelblue", 11), ("b", "peachpuff", 22), ("c", "darkolivegreen", 33)]
+def _png(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, "PNG")
+    return buf.getvalue()
+
+
+# Selfies need a face (the engine analyses each one): three different photos.
+SELFIES = {
+    "astronaut": lambda: _png(astronaut()),
+    "hopper": lambda: _png(grace_hopper()),
+    "astronaut-warm": lambda: _png(colour_jitter(astronaut(), brightness=1.1, contrast=0.9, saturation=1.3)),
+}
+JOBS = [("a", "astronaut", 11), ("b", "hopper", 22), ("c", "astronaut-warm", 33)]
 
 
 async def _run_jobs(settings: Settings) -> dict[str, tuple[int, np.ndarray]]:
     async with QueueClient(settings) as queue:
         tickets = {}
-        for user, color, seed in JOBS:
+        for user, photo, seed in JOBS:
             params = PortraitParams(preset="ghibli", prompt="smiling", seed=seed)
-            tickets[user] = await queue.submit_portrait(origin(user), selfie(color), params)
+            tickets[user] = await queue.submit_portrait(origin(user), SELFIES[photo](), params)
         async with real_worker(settings):
             events = [e async for e in queue.progress(tickets["a"].job_id, idle_timeout_s=120)]
             deliveries = await next_deliveries(settings, 3, timeout=120)
