@@ -3,11 +3,7 @@ gives the same pixels (within one level) as running each job alone."""
 
 from __future__ import annotations
 
-import asyncio
 import io
-import signal
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import numpy as np
 import pytest
@@ -15,27 +11,11 @@ from PIL import Image
 
 from likeness.config import Settings
 from likeness.queue import PortraitParams, QueueClient
-from likeness.queue._worker import LikenessWorker, worker_settings
 from tests.helpers.faces import astronaut, colour_jitter, grace_hopper
 from tests.helpers.queue import next_deliveries, origin
+from tests.helpers.stack import serving_worker
 
 pytest.importorskip("diffusers")
-
-
-@asynccontextmanager
-async def real_worker(settings: Settings) -> AsyncIterator[None]:
-    """An arq worker on this loop with the real engine (`Engine.load(settings)`, the tiny model)."""
-    worker = LikenessWorker(**worker_settings(settings), handle_signals=False)
-    task = asyncio.create_task(worker.async_run())
-    try:
-        yield
-    finally:
-        worker.handle_sig(signal.SIGUSR1)
-        await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
-        worker.tasks.clear()
-        await worker.close()
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 def _png(image: Image.Image) -> bytes:
@@ -59,7 +39,7 @@ async def _run_jobs(settings: Settings) -> dict[str, tuple[int, np.ndarray]]:
         for user, photo, seed in JOBS:
             params = PortraitParams(preset="ghibli", prompt="smiling", seed=seed)
             tickets[user] = await queue.submit_portrait(origin(user), SELFIES[photo](), params)
-        async with real_worker(settings):
+        async with serving_worker(settings):
             events = [e async for e in queue.progress(tickets["a"].job_id, idle_timeout_s=120)]
             deliveries = await next_deliveries(settings, 3, timeout=120)
         out = {}

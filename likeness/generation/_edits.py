@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
 from PIL import Image
 
-from likeness.errors import GenerationFailed, LikenessError, OutOfMemory
+from likeness.generation._errors import service_errors
 from likeness.generation._faces import FaceAnalysis
 from likeness.generation._identity import identity_embeds, identity_metadata
 from likeness.generation._loading import make_scheduler
@@ -73,13 +71,13 @@ def edit(
     instruction = request.instruction
     source = request.source.convert("RGB")
     strength = _strength(instruction.strength if request.strength is None else request.strength)
-    with _service_errors(batch=len(request.seeds)):
+    with service_errors(batch=len(request.seeds)):
         face = engine.faces.analyze(request.selfie)  # NoFace/FaceTooSmall first: before any masking work
     mask: EditMask | None = None
     if request.mask is not None:
         mask = mask_from_user_image(request.mask, source.size, grow=instruction.grow)
     elif instruction.kind == "inpaint":
-        with _service_errors(batch=1):
+        with service_errors(batch=1):
             provider = masker if masker is not None else engine.masker
             probs = provider(source, instruction.queries)
         # Inverted regions (background) are found as what they are not: name that in errors.
@@ -127,7 +125,7 @@ def variation(
 
     `prompt` is the user's prompt of the parent, so the variation keeps describing the same picture.
     """
-    with _service_errors(batch=len(seeds)):
+    with service_errors(batch=len(seeds)):
         face = engine.faces.analyze(selfie)
     images, meta = _generate(
         engine,
@@ -157,23 +155,6 @@ def _finish(
 
     meta.update(identity_metadata(face, [engine._score(face.face, image) for image in images]))
     return GenerationResult(images=images, seeds=seeds, metadata=meta)
-
-
-@contextmanager
-def _service_errors(batch: int) -> Iterator[None]:
-    """Our errors pass; accelerator OOM → `OutOfMemory(batch=...)`; anything else → `GenerationFailed`."""
-    from likeness.generation._engine import _free_accelerator_memory, _is_oom
-
-    try:
-        yield
-    except LikenessError:
-        raise
-    except Exception as exc:
-        if _is_oom(exc):
-            _free_accelerator_memory()
-            raise OutOfMemory(batch=batch) from exc
-        log.exception("edit failed")
-        raise GenerationFailed() from exc
 
 
 def _strength(value: float) -> float:
@@ -213,7 +194,7 @@ def _generate(
     padding = None
     if mask is not None and mask.bbox_fraction() < _CROP_BELOW:
         padding = max(8, round(_CROP_PADDING * min(work_size)))
-    with _service_errors(batch=len(seeds)), torch.inference_mode():
+    with service_errors(batch=len(seeds)), torch.inference_mode():
         generated = _run(engine, plan, parts, source, face, seeds, strength, steps, work_size, mask, padding, progress)
     if mask is None:
         images = [

@@ -5,8 +5,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import logging
-from collections.abc import Callable, Hashable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -14,11 +13,12 @@ import torch
 from PIL import Image
 
 from likeness.config import Settings
-from likeness.errors import ConfigError, GenerationFailed, LikenessError, OutOfMemory
+from likeness.errors import ConfigError
 from likeness.generation import _edits
 from likeness.generation._best_of import Candidate, Selection, needs_retry, retry_identity_strength, select_best
 from likeness.generation._clipseg import TextMasker
 from likeness.generation._edits import EditRequest
+from likeness.generation._errors import free_accelerator_memory, service_errors
 from likeness.generation._faces import Face, FaceAnalysis, FaceAnalyzer, load_face_analyzer
 from likeness.generation._identity import SelfieFaces, identity_embeds, identity_metadata
 from likeness.generation._loading import LoadedModel, load_model, make_scheduler
@@ -212,7 +212,7 @@ class Engine:
         fns = [fn for fn in (progress or []) if fn is not None]
         n_images = sum(len(r.seeds) * n for r, n in zip(requests, counts, strict=True))
         # no_grad, not inference_mode: LoRA weights loaded here must stay usable by the edit pipelines.
-        with _service_errors(batch=n_images), torch.no_grad():
+        with service_errors(batch=n_images), torch.no_grad():
             faces = [self.faces.analyze(request.selfie) for request in requests]
             # 1. Every request's candidates in one call (without best-of, its own seeds are the candidates).
             first = [
@@ -440,7 +440,7 @@ class Engine:
         model.pipe = model.img2img = model.inpaint = None
         model.loras.pipe = None
         gc.collect()
-        _free_accelerator_memory()
+        free_accelerator_memory()
 
 
 def _layer_scales(preset: EffectivePreset, scale: float) -> tuple[tuple[str, float], ...]:
@@ -518,29 +518,3 @@ def _candidate_seeds(seeds: tuple[int, ...], n: int, *, attempt: int) -> tuple[i
         for i in range(extra)
     ]
     return tuple(base + derived)
-
-
-@contextmanager
-def _service_errors(batch: int) -> Iterator[None]:
-    """Our errors pass; accelerator OOM → `OutOfMemory(batch=...)`; anything else → `GenerationFailed`."""
-    try:
-        yield
-    except LikenessError:
-        raise
-    except Exception as exc:
-        if _is_oom(exc):
-            _free_accelerator_memory()
-            raise OutOfMemory(batch=batch) from exc
-        raise GenerationFailed() from exc
-
-
-def _is_oom(exc: BaseException) -> bool:
-    oom_types = tuple(t for t in (getattr(torch, "OutOfMemoryError", None), torch.cuda.OutOfMemoryError) if t)
-    return isinstance(exc, oom_types) or (isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
-
-
-def _free_accelerator_memory() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    elif torch.backends.mps.is_available():
-        torch.mps.empty_cache()

@@ -159,7 +159,15 @@ def load_model(settings: Settings, spec: ModelSpec, lora_sources: list[str]) -> 
         pipe=pipe,
         img2img=img2img,
         inpaint=inpaint,
-        loras=LoraBank(pipe, locate, hotswap=hasattr(pipe, "enable_lora_hotswap"), fixed=fixed),
+        # One slot per preset LoRA: after its first use, switching presets is a `set_adapters` call (~ms);
+        # hot-swapping into a reused slot (tens of ms of module walking) is left for operator extras.
+        loras=LoraBank(
+            pipe,
+            locate,
+            hotswap=hasattr(pipe, "enable_lora_hotswap"),
+            fixed=fixed,
+            capacity=max(LoraBank.capacity, len(lora_sources)),
+        ),
         base_scheduler=pipe.scheduler,
     )
 
