@@ -25,6 +25,7 @@ __all__ = [
     "crop",
     "grace_hopper",
     "jpeg",
+    "jpeg_with_exif",
     "shared_analyzer",
     "shrink",
     "two_faces",
@@ -111,3 +112,14 @@ def noise(size: tuple[int, int], seed: int) -> Image.Image:
     """Random pixels: an 'output' with no face in it."""
     rng = np.random.default_rng(seed)
     return Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+
+
+def jpeg_with_exif(image: Image.Image) -> bytes:
+    """JPEG bytes carrying EXIF with a camera model and GPS position (to check outputs drop them)."""
+    exif = Image.Exif()
+    exif[0x0110] = "Test Camera"  # Model
+    gps = exif.get_ifd(0x8825)
+    gps[1], gps[2] = "N", (48.0, 51.0, 24.0)  # GPSLatitudeRef, GPSLatitude
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", exif=exif, quality=90)
+    return buf.getvalue()
