@@ -14,6 +14,7 @@ from likeness.queue._community import CommunitySettings
 from tests.fakes.telegram_api import Call, FakeTelegram
 from tests.helpers.telegram import (
     TelegramHarness,
+    assert_no_unexpected_errors,
     callback_query,
     document_message,
     harness,
@@ -45,9 +46,10 @@ def tg_settings(make_settings, redis_url, tg):
 
 
 @pytest.fixture
-async def h(tg, tg_settings, shared_data_dir):
+async def h(tg, tg_settings, shared_data_dir, caplog):
     async with harness(tg, tg_settings, shared_tiny_engine(shared_data_dir)) as running:
         yield running
+    assert_no_unexpected_errors(caplog)
 
 
 def _reply_id(call: Call) -> int | None:
@@ -233,7 +235,7 @@ async def test_text_reply_to_a_result_is_an_edit_request(h, tg):
         timeout=30,
     )
     assert _reply_id(answer[0]) == edit["message_id"]
-    progress = [c for c in tg.calls_of("sendMessage") if _reply_id(c) == edit["message_id"]][0]
+    progress = next(c for c in tg.calls_of("sendMessage") if _reply_id(c) == edit["message_id"])
     assert progress.params["text"].startswith("⏳")
     # a reply to some other message is ordinary conversation: no answer
     other = await h.send(text_message(tg, chat, ALICE, "hello"))

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import io
 import itertools
+import logging
 import signal
 import time
 from collections.abc import AsyncIterator
@@ -26,6 +27,7 @@ from tests.fakes.telegram_api import FakeTelegram
 
 __all__ = [
     "TelegramHarness",
+    "assert_no_unexpected_errors",
     "callback_query",
     "document_message",
     "image_bytes",
@@ -246,9 +248,7 @@ class TelegramHarness:
 
     def texts(self, chat_id: int | None = None) -> list[str]:
         """Every text the bot sent or edited to (in order), for assertions on what the user saw."""
-        return [
-            str(c.params["text"]) for c in self.tg.calls_of("sendMessage", "editMessageText", chat_id=chat_id)
-        ]
+        return [str(c.params["text"]) for c in self.tg.calls_of("sendMessage", "editMessageText", chat_id=chat_id)]
 
 
 @contextlib.asynccontextmanager
@@ -272,3 +272,13 @@ def shared_tiny_engine(data_dir: Any) -> Any:
         settings = Settings(_env_file=None, model="tiny", device="cpu", dtype="float32", data_dir=data_dir)  # type: ignore[call-arg]
         _ENGINES[key] = Engine.load(settings)
     return _ENGINES[key]
+
+
+def assert_no_unexpected_errors(caplog: Any) -> None:
+    """A handler or delivery that crashed is logged at ERROR by the bot's error sink: a test must see none."""
+    bad = [
+        f"{r.name}: {r.getMessage()}"
+        for r in caplog.records
+        if r.levelno >= logging.ERROR and r.name.startswith(("likeness.bot", "telegram"))
+    ]
+    assert not bad, bad
