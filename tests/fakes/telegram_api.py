@@ -10,6 +10,7 @@ messages in forum topics carry `message_thread_id` and `is_topic_message`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import time
@@ -19,7 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
-__all__ = ["BOT_USER", "Call", "FakeTelegram", "Failure"]
+__all__ = ["BOT_USER", "Call", "Failure", "FakeTelegram"]
 
 BOT_USER = {"id": 7000001, "is_bot": True, "first_name": "Likeness", "username": "likeness_test_bot"}
 
@@ -32,6 +33,8 @@ class Call:
     params: dict[str, Any]
     files: dict[str, bytes] = field(default_factory=dict)
     at: float = field(default_factory=time.monotonic)
+    result: Any = None
+    error: str | None = None
 
 
 @dataclass
@@ -71,7 +74,7 @@ class FakeTelegram:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/bot{token}/{method}", self._api)
         app.router.add_get("/file/bot{token}/{path:.+}", self._file)
-        self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
+        self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
@@ -138,9 +141,7 @@ class FakeTelegram:
             if c.method in methods and (chat_id is None or int(c.params.get("chat_id", 0)) == chat_id)
         ]
 
-    async def wait_for(
-        self, predicate: Callable[[], Any], *, timeout: float = 15.0, what: str = "condition"
-    ) -> Any:
+    async def wait_for(self, predicate: Callable[[], Any], *, timeout: float = 15.0, what: str = "condition") -> Any:
         """Wait until `predicate()` is truthy (re-checked on every call); returns its value."""
 
         async def wait() -> Any:
@@ -164,8 +165,11 @@ class FakeTelegram:
 
     def summary(self) -> list[str]:
         skip = {"getUpdates", "getMe", "deleteWebhook", "setMyCommands"}
-        return [f"{c.method}:{c.params.get('text') or c.params.get('caption') or ''}"[:80] for c in self.calls
-                if c.method not in skip]  # fmt: skip
+        return [
+            f"{c.method}:{c.params.get('text') or c.params.get('caption') or ''}"[:80]
+            for c in self.calls
+            if c.method not in skip
+        ]
 
     # --- HTTP ----------------------------------------------------------------------------------------
 
@@ -174,8 +178,9 @@ class FakeTelegram:
             return _error(401, "Unauthorized")
         method = request.match_info["method"]
         params, files = await _read_params(request)
+        call = Call(method, params, files)
         if method != "getUpdates":
-            await self._record(Call(method, params, files))
+            await self._record(call)
         queued = self.failures.get(method)
         if queued:
             failure = queued[0]
@@ -183,6 +188,7 @@ class FakeTelegram:
             if failure.count <= 0:
                 queued.pop(0)
             extra = {"retry_after": failure.retry_after} if failure.retry_after else None
+            call.error = failure.description
             return _error(failure.status, failure.description, extra)
         handler = getattr(self, f"_m_{method}", None)
         if handler is None:
@@ -190,7 +196,9 @@ class FakeTelegram:
         try:
             result = await handler(params, files)
         except _ApiError as exc:
+            call.error = exc.description
             return _error(400, exc.description)
+        call.result = result
         return web.json_response({"ok": True, "result": result})
 
     async def _file(self, request: web.Request) -> web.StreamResponse:
@@ -211,8 +219,12 @@ class FakeTelegram:
     # --- methods -------------------------------------------------------------------------------------
 
     async def _m_getMe(self, params: dict[str, Any], files: dict[str, bytes]) -> Any:
-        return {**BOT_USER, "can_join_groups": True, "can_read_all_group_messages": False,
-                "supports_inline_queries": False}  # fmt: skip
+        return {
+            **BOT_USER,
+            "can_join_groups": True,
+            "can_read_all_group_messages": False,
+            "supports_inline_queries": False,
+        }
 
     async def _m_deleteWebhook(self, params: dict[str, Any], files: dict[str, bytes]) -> Any:
         self.webhook = None
@@ -236,10 +248,8 @@ class FakeTelegram:
 
         async with self._changed:
             if not pending() and timeout > 0:
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._changed.wait_for(lambda: bool(pending())), timeout)
-                except TimeoutError:
-                    pass
             found = pending()
         # Telegram forgets updates once a later offset confirms them.
         self.updates = [u for u in self.updates if u["update_id"] >= offset]
@@ -250,8 +260,12 @@ class FakeTelegram:
 
     async def _m_sendPhoto(self, params: dict[str, Any], files: dict[str, bytes]) -> Any:
         data = self._upload(params["photo"], files)
-        return self._new_message(params, caption=params.get("caption"), photo=self._photo(data),
-                                 has_media_spoiler=bool(params.get("has_spoiler")))  # fmt: skip
+        return self._new_message(
+            params,
+            caption=params.get("caption"),
+            photo=self._photo(data),
+            has_media_spoiler=bool(params.get("has_spoiler")),
+        )
 
     async def _m_sendDocument(self, params: dict[str, Any], files: dict[str, bytes]) -> Any:
         data = self._upload(params["document"], files)
@@ -268,8 +282,15 @@ class FakeTelegram:
         sent = []
         for item in media:
             data = self._upload(item["media"], files)
-            sent.append(self._new_message(params, caption=item.get("caption"), photo=self._photo(data),
-                                          media_group_id=group, has_media_spoiler=bool(item.get("has_spoiler"))))  # fmt: skip
+            sent.append(
+                self._new_message(
+                    params,
+                    caption=item.get("caption"),
+                    photo=self._photo(data),
+                    media_group_id=group,
+                    has_media_spoiler=bool(item.get("has_spoiler")),
+                )
+            )
         return sent
 
     async def _m_editMessageText(self, params: dict[str, Any], files: dict[str, bytes]) -> Any:
@@ -308,8 +329,12 @@ class FakeTelegram:
         data = self.files[file_id]
         if len(data) > 20 * 1024 * 1024:
             raise _ApiError("Bad Request: file is too big")
-        return {"file_id": file_id, "file_unique_id": f"u-{file_id}", "file_size": len(data),
-                "file_path": f"photos/{file_id}"}  # fmt: skip
+        return {
+            "file_id": file_id,
+            "file_unique_id": f"u-{file_id}",
+            "file_size": len(data),
+            "file_path": f"photos/{file_id}",
+        }
 
     # --- helpers -------------------------------------------------------------------------------------
 
@@ -388,9 +413,17 @@ async def _read_params(request: web.Request) -> tuple[dict[str, Any], dict[str, 
 
 # Parameters PTB sends as JSON strings (every non-string value); plain strings (text, captions) stay text.
 _JSON_PARAMS = {
-    "reply_parameters", "reply_markup", "media", "allowed_updates", "commands", "reaction", "entities",
-    "caption_entities", "link_preview_options", "scope",
-}  # fmt: skip
+    "reply_parameters",
+    "reply_markup",
+    "media",
+    "allowed_updates",
+    "commands",
+    "reaction",
+    "entities",
+    "caption_entities",
+    "link_preview_options",
+    "scope",
+}
 
 
 def _maybe_json(name: str, value: str) -> Any:

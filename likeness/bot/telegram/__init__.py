@@ -8,4 +8,11 @@ from likeness.bot.telegram._app import ALLOWED_UPDATES, build_application, run_t
 from likeness.bot.telegram._files import BOT_API_DOWNLOAD_LIMIT, download_limit
 from likeness.bot.telegram._handlers import REROLL_EMOJI
 
-__all__ = ["ALLOWED_UPDATES", "BOT_API_DOWNLOAD_LIMIT", "REROLL_EMOJI", "build_application", "download_limit", "run_telegram"]
+__all__ = [
+    "ALLOWED_UPDATES",
+    "BOT_API_DOWNLOAD_LIMIT",
+    "REROLL_EMOJI",
+    "build_application",
+    "download_limit",
+    "run_telegram",
+]

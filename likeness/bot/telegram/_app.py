@@ -14,10 +14,11 @@ import socket
 from urllib.parse import urlsplit
 
 from telegram import BotCommand
+from telegram.error import TelegramError
 from telegram.ext import AIORateLimiter, Application, ApplicationBuilder
 
 from likeness.bot._core import BotCore
-from likeness.bot.telegram._common import BotState, install_state
+from likeness.bot.telegram._common import BotState, bot_state, install_state
 from likeness.bot.telegram._delivery import DeliverySender
 from likeness.bot.telegram._files import download_limit
 from likeness.bot.telegram._handlers import register_handlers
@@ -39,6 +40,15 @@ COMMANDS = [
     BotCommand("cancel", "Stop your running portrait"),
     BotCommand("forget", "Delete everything stored about you"),
 ]
+# Loggers that print request URLs, which carry the token.
+_URL_LOGGERS = (
+    "httpx",
+    "httpcore",
+    "telegram.Bot",
+    "telegram.ext.ExtBot",
+    "telegram.ext.Updater",
+    "telegram.ext.Application",
+)
 # Handlers, progress edits and deliveries call the API concurrently; a small pool makes them time out.
 _POOL_SIZE = 64
 
@@ -57,7 +67,6 @@ def build_application(settings: Settings, core: BotCore) -> Application:  # type
         .get_updates_connection_pool_size(2)
         .rate_limiter(AIORateLimiter(max_retries=2))
         .concurrent_updates(True)
-        .post_init(_post_init)
         .build()
     )
     progress = ProgressTracker(app.bot, core, idle_timeout_s=settings.job_timeout_s * 4)
@@ -79,15 +88,29 @@ async def run_telegram(
     `consumer_name` must be stable per replica (default: the host name): after a restart the replica
     first gets the deliveries it had taken but not sent.
     """
-    _token(settings)
-    stop = stop or asyncio.Event()
+    redact = _RedactToken(_token(settings))
+    for name in _URL_LOGGERS:
+        logging.getLogger(name).addFilter(redact)
+    try:
+        await _run(settings, stop or asyncio.Event(), consumer_name, poll_timeout_s, claim_idle_s)
+    finally:
+        for name in _URL_LOGGERS:
+            logging.getLogger(name).removeFilter(redact)
+
+
+async def _run(
+    settings: Settings, stop: asyncio.Event, consumer_name: str | None, poll_timeout_s: float, claim_idle_s: float
+) -> None:
     async with QueueClient(settings) as queue:
         core = BotCore(settings, queue)
         app = build_application(settings, core)
-        st = app.bot_data
-        progress: ProgressTracker = st["likeness"].progress
+        progress = bot_state(app.bot_data).progress
         name = consumer_name or socket.gethostname()
         async with app, DeliveryConsumer(queue.redis, "telegram", name, claim_idle_s=claim_idle_s) as consumer:
+            try:
+                await app.bot.set_my_commands(COMMANDS)
+            except TelegramError as exc:  # only the command menu is missing; the bot works
+                log.warning("could not set the command menu: %s", exc)
             await app.start()
             assert app.updater is not None
             if settings.telegram_webhook_url:
@@ -95,8 +118,11 @@ async def run_telegram(
             else:
                 await app.updater.start_polling(timeout=poll_timeout_s, allowed_updates=ALLOWED_UPDATES)
             sender = asyncio.create_task(DeliverySender(app.bot, core, progress).run(consumer), name="deliveries")
-            log.info("Telegram bot @%s is running (%s)", app.bot.username,
-                     "webhook" if settings.telegram_webhook_url else "long polling")  # fmt: skip
+            log.info(
+                "Telegram bot @%s is running (%s)",
+                app.bot.username,
+                "webhook" if settings.telegram_webhook_url else "long polling",
+            )
             try:
                 await stop.wait()
             finally:
@@ -127,13 +153,24 @@ async def _start_webhook(app: Application, settings: Settings) -> None:  # type:
     )
 
 
-async def _post_init(app: Application) -> None:  # type: ignore[type-arg]
-    await app.bot.set_my_commands(COMMANDS)
+class _RedactToken(logging.Filter):
+    """The Bot API puts the token in every URL, and HTTP clients log URLs: replace it before any handler sees it."""
+
+    def __init__(self, token: str) -> None:
+        super().__init__()
+        self._secret = token.split(":", 1)[-1]  # the part after the bot id; also found URL-encoded (%3A)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if self._secret in message:
+            record.msg = message.replace(self._secret, "<token>")
+            record.args = None
+        return True
 
 
 def _token(settings: Settings) -> str:
     if settings.telegram_token is None or not settings.telegram_token.get_secret_value().strip():
         raise ConfigError(
-            message="LIKENESS_TELEGRAM_TOKEN is not set. Create a bot with @BotFather and put its token in that variable."
+            message="LIKENESS_TELEGRAM_TOKEN is not set. Create a bot with @BotFather and put its token there."
         )
     return settings.telegram_token.get_secret_value().strip()

@@ -17,7 +17,18 @@ from likeness.queue import Origin
 if TYPE_CHECKING:
     from likeness.bot.telegram._progress import ProgressTracker
 
-__all__ = ["PLATFORM", "BotState", "keyboard", "origin_for", "send_text", "state", "thread_of"]
+__all__ = [
+    "PLATFORM",
+    "BotState",
+    "bot_state",
+    "install_state",
+    "keyboard",
+    "origin_for",
+    "reply_to",
+    "send_text",
+    "state",
+    "thread_of",
+]
 
 PLATFORM = "telegram"
 _STATE_KEY = "likeness"
@@ -34,7 +45,13 @@ class BotState:
 
 
 def state(context: ContextTypes.DEFAULT_TYPE) -> BotState:
-    return context.bot_data[_STATE_KEY]  # type: ignore[no-any-return]
+    return bot_state(context.bot_data)
+
+
+def bot_state(bot_data: dict[str, object]) -> BotState:
+    value = bot_data[_STATE_KEY]
+    assert isinstance(value, BotState)
+    return value
 
 
 def install_state(bot_data: dict[str, object], value: BotState) -> None:

@@ -51,8 +51,12 @@ class DeliverySender:
         try:
             await self.send(delivery)
         except _PERMANENT as exc:
-            log.warning("delivery of job %s to chat %s refused by Telegram, dropped: %s",
-                        delivery.job_id, delivery.origin.chat_id, exc)  # fmt: skip
+            log.warning(
+                "delivery of job %s to chat %s refused by Telegram, dropped: %s",
+                delivery.job_id,
+                delivery.origin.chat_id,
+                exc,
+            )
             return True
         except _TRANSIENT as exc:
             log.warning("delivery of job %s failed for now (%s); it will be retried", delivery.job_id, exc)

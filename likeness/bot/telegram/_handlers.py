@@ -60,8 +60,9 @@ def register_handlers(app: Application) -> None:  # type: ignore[type-arg]
     app.add_handler(CommandHandler("presets", presets_command, filters=only_new))
     app.add_handler(CommandHandler("portrait", portrait, filters=only_new))
     app.add_handler(
-        MessageHandler(only_new & (filters.PHOTO | filters.Document.ALL) & filters.CaptionRegex(PORTRAIT_CAPTION),
-                       portrait)  # fmt: skip
+        MessageHandler(
+            only_new & (filters.PHOTO | filters.Document.ALL) & filters.CaptionRegex(PORTRAIT_CAPTION), portrait
+        )
     )
     app.add_handler(CommandHandler("cancel", cancel_command, filters=only_new))
     app.add_handler(CommandHandler("forget", forget_command, filters=only_new))
@@ -136,7 +137,8 @@ async def reply_edit(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None
     st = state(context)
     message = update.effective_message
     assert message is not None and message.reply_to_message is not None
-    result_id = await st.core.result_for_message(PLATFORM, str(message.chat_id), str(message.reply_to_message.message_id))
+    target = message.reply_to_message
+    result_id = await st.core.result_for_message(PLATFORM, str(message.chat_id), str(target.message_id))
     if result_id is None:
         return  # an ordinary conversation reply
     origin = _origin(update)
@@ -192,15 +194,21 @@ async def reaction(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         return
     record = await st.core.queue.get_result(result_id)
     thread = record.origin.thread_id if record.origin.chat_id == chat_id else None
-    origin = Origin(platform=PLATFORM, chat_id=chat_id, user_id=str(event.user.id),
-                    message_id=str(event.message_id), thread_id=thread)  # fmt: skip
+    origin = Origin(
+        platform=PLATFORM,
+        chat_id=chat_id,
+        user_id=str(event.user.id),
+        message_id=str(event.message_id),
+        thread_id=thread,
+    )
     try:
         await st.core.check_may_change(origin, result_id)
     except NotRequester:
         return  # someone else's 👎 is an opinion, not a request: no answer in the chat
     key = f"react:{chat_id}:{event.message_id}:{event.user.id}:{event.date.timestamp():.0f}"
     progress = await send_text(context.bot, chat_id, WORKING_TEXT, reply=event.message_id, thread=thread)
-    await _submit(st, progress, origin, lambda o: st.core.reroll(o, result_id, key=key), private=event.chat.type == ChatType.PRIVATE)
+    private = event.chat.type == ChatType.PRIVATE
+    await _submit(st, progress, origin, lambda o: st.core.reroll(o, result_id, key=key), private=private)
 
 
 # --- the error sink ---------------------------------------------------------------------------------
@@ -232,9 +240,12 @@ async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
 # --- helpers ----------------------------------------------------------------------------------------
 
 
-async def _run_job(st: BotState, context: ContextTypes.DEFAULT_TYPE, request: Message, origin: Origin, submit: Submit) -> None:
+async def _run_job(
+    st: BotState, context: ContextTypes.DEFAULT_TYPE, request: Message, origin: Origin, submit: Submit
+) -> None:
     """Show one progress message replying to `request`, submit, then follow the job in the background."""
-    progress = await send_text(context.bot, request.chat_id, WORKING_TEXT, reply=request.message_id, thread=thread_of(request))
+    thread = thread_of(request)
+    progress = await send_text(context.bot, request.chat_id, WORKING_TEXT, reply=request.message_id, thread=thread)
     await _submit(st, progress, origin, submit, private=request.chat.type == ChatType.PRIVATE)
 
 
@@ -270,8 +281,13 @@ async def _show_in(context: ContextTypes.DEFAULT_TYPE, message: Message, text: s
     try:
         await message.edit_text(text)
     except TelegramError:  # the progress message is gone: answer with a new reply instead
-        await send_text(context.bot, message.chat_id, text, reply=message.reply_to_message.message_id
-                        if message.reply_to_message else None, thread=thread_of(message))  # fmt: skip
+        await send_text(
+            context.bot,
+            message.chat_id,
+            text,
+            reply=message.reply_to_message.message_id if message.reply_to_message else None,
+            thread=thread_of(message),
+        )
 
 
 async def _answer(update: Update, context: ContextTypes.DEFAULT_TYPE, text: str) -> None:

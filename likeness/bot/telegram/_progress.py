@@ -35,7 +35,8 @@ class ProgressTracker:
         """Edit message `message_id` (now showing `shown`) with the progress of `job_id` until it ends."""
         self.stop(job_id)
         interval = PRIVATE_EDIT_INTERVAL_S if private else GROUP_EDIT_INTERVAL_S
-        task = asyncio.create_task(self._follow(job_id, chat_id, message_id, shown, interval), name=f"progress:{job_id}")
+        follow = self._follow(job_id, chat_id, message_id, shown, interval)
+        task = asyncio.create_task(follow, name=f"progress:{job_id}")
         self._tasks[job_id] = task
         task.add_done_callback(lambda t: self._tasks.pop(job_id, None) if self._tasks.get(job_id) is t else None)
 
