@@ -69,10 +69,11 @@ class MicroBatcher:
         return await item.future
 
     async def close(self) -> None:
+        """Stop batching and wait for a running engine call to end (a thread can't be interrupted)."""
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        self.executor.shutdown(wait=False, cancel_futures=True)
+        await asyncio.get_running_loop().run_in_executor(None, self.executor.shutdown)
 
     async def _loop(self) -> None:
         while True:

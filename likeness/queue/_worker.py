@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import socket
 import time
@@ -28,6 +29,10 @@ from typing import Any
 from arq import Retry
 from arq.connections import ArqRedis, RedisSettings
 from arq.worker import Worker, func
+from redis.asyncio.retry import Retry as RedisRetry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from likeness.config import Settings
 from likeness.errors import GenerationFailed, JobTimeout, LikenessError, ServiceError, UserError
@@ -142,6 +147,16 @@ class JobRunner:
         await self.publisher.close()
 
     async def run(self, job_id: str, job_try: int) -> str:
+        """Run one try of a job; Redis failures outside the engine call retry the job like engine failures."""
+        try:
+            return await self._run(job_id, job_try)
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            if job_try > self.max_tries:
+                raise
+            log.warning("job %s: Redis failed during try %d; retrying", job_id, job_try)
+            raise Retry(defer=2**job_try) from exc
+
+    async def _run(self, job_id: str, job_try: int) -> str:
         if await self.redis.exists(_keys.cancelled(job_id)):
             return "cancelled"
         if await self.redis.exists(_keys.delivered(job_id)):
@@ -338,9 +353,16 @@ def worker_settings(
             await runner.close()
             runner.engine.close()
 
+    redis_settings = dataclasses.replace(
+        RedisSettings.from_dsn(settings.redis_dsn),
+        # Ride out a Redis restart (~30 s) instead of crashing the worker on the first refused command.
+        retry=RedisRetry(ExponentialBackoff(cap=3.0, base=0.1), 12),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        conn_retries=30,
+    )
     return {
         "functions": [func(_run_job, name=_keys.ARQ_FUNCTION, max_tries=max_tries + 1)],
-        "redis_settings": RedisSettings.from_dsn(settings.redis_dsn),
+        "redis_settings": redis_settings,
         "on_startup": on_startup,
         "on_shutdown": on_shutdown,
         "poll_delay": settings.poll_delay_s,
