@@ -10,7 +10,7 @@ specs or overrides fields of built-in ones:
     [models.sdxl-realvis]        # a built-in key: only the fields that change
     vae = "madebyollin/sdxl-vae-fp16-fix"
 
-This module is torch-free, so `likeness models` and `likeness doctor` can read it cheaply.
+`required_weights` lists what a spec needs on disk (for `likeness models pull`).
 """
 
 from __future__ import annotations
