@@ -117,7 +117,8 @@ async def _run(
                 await _start_webhook(app, settings)
             else:
                 await app.updater.start_polling(timeout=poll_timeout_s, allowed_updates=ALLOWED_UPDATES)
-            sender = asyncio.create_task(DeliverySender(app.bot, core, progress).run(consumer), name="deliveries")
+            deliveries = DeliverySender(app.bot, core, progress)
+            sender = asyncio.create_task(deliveries.run(consumer), name="deliveries")
             log.info(
                 "Telegram bot @%s is running (%s)",
                 app.bot.username,
@@ -130,6 +131,7 @@ async def _run(
                 sender.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await sender
+                await deliveries.drain()
                 await app.updater.stop()
                 await app.stop()
                 await progress.close()
