@@ -44,9 +44,14 @@ class DeliverySender:
         Cancelling `run` does not interrupt a delivery being sent (a photo sent but not acked would be sent
         again after a restart): `drain` waits for it.
         """
-        async for delivery in consumer:
-            self._current = asyncio.create_task(self._handle_and_ack(consumer, delivery))
-            await asyncio.shield(self._current)
+        while True:
+            try:
+                async for delivery in consumer:
+                    self._current = asyncio.create_task(self._handle_and_ack(consumer, delivery))
+                    await asyncio.shield(self._current)
+            except Exception as exc:  # e.g. the stream or its group vanished: log, and keep the bot delivering
+                log.error("delivery loop failed; restarting it", exc_info=exc)
+                await asyncio.sleep(1.0)
 
     async def drain(self, timeout_s: float = 10.0) -> None:
         """Wait for the delivery in flight (after `run` was cancelled), so it is acked before shutdown."""
