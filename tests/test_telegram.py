@@ -320,3 +320,23 @@ class CommunitySettingsClient:
 
     async def __aexit__(self, *exc: object) -> None:
         await self._redis.aclose()
+
+
+async def test_buttons_on_a_forgotten_result_say_it_expired(h, tg):
+    await h.start_bot()
+    await h.start_worker()
+    chat = tg.chat(101)
+    _, photo = await _portrait(h, chat, ALICE)
+    result = _result_message(tg, photo)
+    result_id = _buttons(photo)[0].split(":")[2]
+    await h.send(text_message(tg, chat, ALICE, "/forget"))
+    await tg.wait_for(lambda: [t for t in h.texts() if "deleted everything" in t])
+
+    await tg.inject("callback_query", callback_query(ALICE, result, f"lk:reroll:{result_id}"))
+    alert = (await tg.wait_call("answerCallbackQuery"))[-1]
+    assert alert.params.get("show_alert") is True and "expired" in alert.params["text"]
+    # Full size answers the press at once; the expiry then comes as a reply under the result
+    await tg.inject("callback_query", callback_query(ALICE, result, f"lk:full:{result_id}"))
+    expired = await tg.wait_for(lambda: [c for c in tg.calls_of("sendMessage") if "expired" in c.params["text"]])
+    assert _reply_id(expired[0]) == result["message_id"]
+    assert not tg.calls_of("sendDocument") and len(tg.calls_of("sendPhoto")) == 1

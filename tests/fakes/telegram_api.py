@@ -60,6 +60,7 @@ class FakeTelegram:
         self.chats: dict[int, dict[str, Any]] = {}
         self.files: dict[str, bytes] = {}
         self.downloads: list[str] = []
+        self._answered: set[str] = set()
         self.failures: dict[str, list[Failure]] = {}
         self._message_ids: dict[int, itertools.count[int]] = {}
         self._update_ids = itertools.count(1)
@@ -314,6 +315,9 @@ class FakeTelegram:
         return True
 
     async def _m_answerCallbackQuery(self, params: dict[str, Any], files: dict[str, bytes]) -> Any:
+        if params["callback_query_id"] in self._answered:
+            raise _ApiError("Bad Request: query is too old and response timeout expired or query ID is invalid")
+        self._answered.add(params["callback_query_id"])
         return True
 
     async def _m_setMessageReaction(self, params: dict[str, Any], files: dict[str, bytes]) -> Any:

@@ -13,7 +13,7 @@ import itertools
 import logging
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -187,10 +187,12 @@ class TelegramHarness:
     _worker: tuple[Worker, asyncio.Task[Any]] | None = None
     bot_runs: int = field(default=0)
 
-    async def start_bot(self, settings: Settings | None = None) -> None:
+    async def start_bot(self, settings: Settings | None = None, *, ready: Callable[[], Any] | None = None) -> None:
+        """Run the bot in a task; returns once it polls (or once `ready()` is true, e.g. for webhooks)."""
         assert self._bot is None, "bot already running"
         stop = asyncio.Event()
         seen = len(self.tg.allowed_updates_seen)
+        ready = ready or (lambda: len(self.tg.allowed_updates_seen) > seen)
         task = asyncio.create_task(
             run_telegram(
                 settings or self.settings,
@@ -203,7 +205,7 @@ class TelegramHarness:
         self._bot = (task, stop)
         self.bot_runs += 1
         deadline = time.monotonic() + 15
-        while len(self.tg.allowed_updates_seen) <= seen:  # polling has started
+        while not ready():
             if task.done():
                 await task  # raises the startup error
             assert time.monotonic() < deadline, "bot did not start polling"

@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import logging
 import socket
+from datetime import timedelta
 from urllib.parse import urlsplit
 
 from telegram import BotCommand
@@ -116,8 +117,11 @@ async def _run(
             if settings.telegram_webhook_url:
                 await _start_webhook(app, settings)
             else:
-                await app.updater.start_polling(timeout=poll_timeout_s, allowed_updates=ALLOWED_UPDATES)
-            sender = asyncio.create_task(DeliverySender(app.bot, core, progress).run(consumer), name="deliveries")
+                await app.updater.start_polling(
+                    timeout=timedelta(seconds=poll_timeout_s), allowed_updates=ALLOWED_UPDATES
+                )
+            deliveries = DeliverySender(app.bot, core, progress)
+            sender = asyncio.create_task(deliveries.run(consumer), name="deliveries")
             log.info(
                 "Telegram bot @%s is running (%s)",
                 app.bot.username,
@@ -130,6 +134,7 @@ async def _run(
                 sender.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await sender
+                await deliveries.drain()
                 await app.updater.stop()
                 await app.stop()
                 await progress.close()

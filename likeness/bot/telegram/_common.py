@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from telegram import Bot, Chat, InlineKeyboardButton, InlineKeyboardMarkup, Message, ReplyParameters, User
 from telegram.constants import MessageLimit
@@ -30,7 +30,7 @@ __all__ = [
     "thread_of",
 ]
 
-PLATFORM = "telegram"
+PLATFORM: Literal["telegram"] = "telegram"
 _STATE_KEY = "likeness"
 
 

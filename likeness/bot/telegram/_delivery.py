@@ -36,15 +36,34 @@ class DeliverySender:
         self._bot = bot
         self._core = core
         self._progress = progress
+        self._current: asyncio.Task[None] | None = None
 
     async def run(self, consumer: DeliveryConsumer) -> None:
-        """Send deliveries until cancelled; Redis outages are waited out by the consumer."""
-        async for delivery in consumer:
-            if await self.handle(delivery):
-                try:
-                    await consumer.ack(delivery)
-                except LikenessError as exc:
-                    log.warning("delivery %s sent but not acked (%s); it may be sent again", delivery.job_id, exc)
+        """Send deliveries until cancelled; Redis outages are waited out by the consumer.
+
+        Cancelling `run` does not interrupt a delivery being sent (a photo sent but not acked would be sent
+        again after a restart): `drain` waits for it.
+        """
+        while True:
+            try:
+                async for delivery in consumer:
+                    self._current = asyncio.create_task(self._handle_and_ack(consumer, delivery))
+                    await asyncio.shield(self._current)
+            except Exception as exc:  # e.g. the stream or its group vanished: log, and keep the bot delivering
+                log.error("delivery loop failed; restarting it", exc_info=exc)
+                await asyncio.sleep(1.0)
+
+    async def drain(self, timeout_s: float = 10.0) -> None:
+        """Wait for the delivery in flight (after `run` was cancelled), so it is acked before shutdown."""
+        if self._current is not None and not self._current.done():
+            await asyncio.wait([self._current], timeout=timeout_s)
+
+    async def _handle_and_ack(self, consumer: DeliveryConsumer, delivery: Delivery) -> None:
+        if await self.handle(delivery):
+            try:
+                await consumer.ack(delivery)
+            except LikenessError as exc:
+                log.warning("delivery %s sent but not acked (%s); it may be sent again", delivery.job_id, exc)
 
     async def handle(self, delivery: Delivery) -> bool:
         """Send one delivery; True when it is done with (sent, or refused for good) and may be acked."""

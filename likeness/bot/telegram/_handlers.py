@@ -10,7 +10,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 
-from telegram import Message, ReactionTypeEmoji, Update
+from telegram import CallbackQuery, Message, ReactionTypeEmoji, Update
 from telegram.constants import ChatType
 from telegram.error import TelegramError
 from telegram.ext import (
@@ -226,7 +226,7 @@ async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         if isinstance(error, InProgressMessage):
             await _show_in(context, error.message, text)
         elif update.callback_query is not None:
-            await update.callback_query.answer(text[:_ALERT_LIMIT], show_alert=True)
+            await _alert(context, update.callback_query, text)
         elif update.message_reaction is not None:
             event = update.message_reaction
             await send_text(context.bot, event.chat.id, text, reply=event.message_id)
@@ -275,6 +275,17 @@ async def _send_full_size(st: BotState, context: ContextTypes.DEFAULT_TYPE, mess
             reply_parameters=reply_to(message.message_id),
             message_thread_id=thread_of(message),
         )
+
+
+async def _alert(context: ContextTypes.DEFAULT_TYPE, query: CallbackQuery, text: str) -> None:
+    """A pop-up for the presser; if the query was answered already, a reply under the result instead."""
+    try:
+        await query.answer(text[:_ALERT_LIMIT], show_alert=True)
+    except TelegramError:
+        message = query.message if isinstance(query.message, Message) else None
+        if message is None:
+            raise
+        await send_text(context.bot, message.chat_id, text, reply=message.message_id, thread=thread_of(message))
 
 
 async def _show_in(context: ContextTypes.DEFAULT_TYPE, message: Message, text: str) -> None:
