@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         default=Path(tempfile.gettempdir()) / "likeness-bench-data",
         help="where the tiny model is built once and reused",
     )
+    parser.add_argument("--budget-s", type=float, help="time budget: long benchmarks skip the rest past it")
     args = parser.parse_args(argv)
     names = BENCHMARKS if not args.only else [n.strip() for n in args.only.split(",") if n.strip()]
     unknown = [n for n in names if n not in BENCHMARKS + ON_DEMAND]
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     machine = machine_info()
     print(f"machine: {machine['cpu_model']}, {machine['cpu_cores']} cores, torch {machine.get('torch')}, "
           f"device {machine.get('device')}", flush=True)  # fmt: skip
-    ctx = BenchContext(quick=args.quick, data_dir=args.data_dir)
+    ctx = BenchContext(quick=args.quick, data_dir=args.data_dir, budget_s=args.budget_s)
     results: list[BenchResult] = []
     crashed = False
     try:

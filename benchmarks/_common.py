@@ -15,9 +15,10 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from likeness.config import Settings
+if TYPE_CHECKING:
+    from likeness.config import Settings
 
 __all__ = [
     "BenchContext",
@@ -206,6 +207,8 @@ def quiet_libraries() -> None:
 
 def tiny_settings(data_dir: Path, **overrides: Any) -> Settings:
     """Settings for the built-in tiny model on the CPU (what the tests use), with overrides."""
+    from likeness.config import Settings
+
     values: dict[str, Any] = {"model": "tiny", "device": "cpu", "dtype": "float32", "data_dir": data_dir}
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
@@ -230,6 +233,7 @@ class BenchContext:
 
     quick: bool
     data_dir: Path
+    budget_s: float | None = None  # long benchmarks skip what would run past it
     work_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="likeness-bench-")))
     _engine: Any = None
     _redis: Any = None

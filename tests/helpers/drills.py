@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -41,6 +42,8 @@ __all__ = [
 log = logging.getLogger("drills")
 ROOT = Path(__file__).resolve().parents[2]
 ERROR_PREFIX = "⚠️"
+# Worker log lines: "job <id>: portrait (portrait) try 1", "job <id>: done in ...", "job <id>: failed ..."
+_JOB_LINE = re.compile(r"job (\w+): (?:\w+ \(\w+\) )?(try|done|failed|already delivered)")
 
 
 @dataclass
@@ -188,18 +191,24 @@ class WorkerPool:
         self.log_dir = log_dir
         self.size = size
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.logs: list[Path] = []
         self.starts = 0
         self.exits: list[int] = []
         self._task: asyncio.Task[None] | None = None
 
-    def _spawn(self) -> subprocess.Popen[bytes]:
+    def _spawn(self, slot: int) -> subprocess.Popen[bytes]:
         self.starts += 1
-        out = open(self.log_dir / f"worker-{self.starts}.log", "wb")  # noqa: SIM115 - closed with the process
+        path = self.log_dir / f"worker-{self.starts}.log"
+        if slot < len(self.logs):
+            self.logs[slot] = path
+        else:
+            self.logs.append(path)
+        out = open(path, "wb")  # noqa: SIM115 - closed with the process
         return subprocess.Popen([sys.executable, "-m", "likeness", "worker"], cwd=ROOT, env=self.env, stdout=out,
                                 stderr=subprocess.STDOUT)  # fmt: skip
 
     async def __aenter__(self) -> WorkerPool:
-        self.procs = [self._spawn() for _ in range(self.size)]
+        self.procs = [self._spawn(i) for i in range(self.size)]
         self._task = asyncio.create_task(self._supervise())
         return self
 
@@ -223,12 +232,32 @@ class WorkerPool:
                 if proc.poll() is not None:
                     self.exits.append(proc.returncode)
                     log.info("worker %d exited with %s; restarting it", proc.pid, proc.returncode)
-                    self.procs[i] = self._spawn()
+                    self.procs[i] = self._spawn(i)
             await asyncio.sleep(0.2)
 
-    def kill_one(self, index: int = 0) -> int:
-        """SIGKILL worker `index` (mid-job, no cleanup); the supervisor starts a new one."""
-        proc = self.procs[index % len(self.procs)]
+    def busy(self) -> list[int]:
+        """Slots whose worker is running a job now (its log shows a job started and not finished)."""
+        slots = []
+        for slot, path in enumerate(self.logs):
+            running: set[str] = set()
+            for line in path.read_text(errors="replace").splitlines():
+                if match := _JOB_LINE.search(line):
+                    job, what = match.groups()
+                    if what == "try":
+                        running.add(job)
+                    else:
+                        running.discard(job)
+            if running and self.procs[slot].poll() is None:
+                slots.append(slot)
+        return slots
+
+    async def kill_busy(self, prefer: int = 0, timeout: float = 30.0) -> int:
+        """SIGKILL a worker in the middle of a job (no cleanup); the supervisor starts a new one. Its pid."""
+        deadline = time.monotonic() + timeout
+        while not (slots := self.busy()) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        slot = slots[prefer % len(slots)] if slots else prefer % len(self.procs)
+        proc = self.procs[slot]
         proc.send_signal(signal.SIGKILL)
         return proc.pid
 
@@ -372,8 +401,8 @@ async def _chaos(
         while sum(1 for t in tg.requests.values() if t.answers) < threshold:
             await asyncio.sleep(0.05)
         if action == "kill":
-            pid = pool.kill_one(k)
-            note(f"SIGKILL worker pid {pid}")
+            pid = await pool.kill_busy(k)
+            note(f"SIGKILL worker pid {pid} (mid-job)")
         else:
             note("redis restart begins")
             await asyncio.to_thread(server.restart)
