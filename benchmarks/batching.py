@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
+from typing import Any
 
 from benchmarks._common import BenchContext, BenchResult, Target, tiny_settings
 from benchmarks._harness import in_process_worker, origin, selfie_bytes
@@ -49,7 +50,9 @@ async def _run(ctx: BenchContext) -> BenchResult:
     return result
 
 
-async def _measure(ctx: BenchContext, engine: object, n: int, max_batch: int, repeats: int) -> tuple[list[float], list[int]]:
+async def _measure(
+    ctx: BenchContext, engine: Any, n: int, max_batch: int, repeats: int
+) -> tuple[list[float], list[int]]:
     from likeness.queue import DeliveryConsumer, PortraitParams, QueueClient
 
     users = [f"user{i}" for i in range(n)]
@@ -61,7 +64,7 @@ async def _measure(ctx: BenchContext, engine: object, n: int, max_batch: int, re
     sizes: list[int] = []
     async with (
         in_process_worker(settings, engine),
-        QueueClient(settings, presets=engine.presets) as queue,  # type: ignore[attr-defined]
+        QueueClient(settings, presets=engine.presets) as queue,
         DeliveryConsumer(queue.redis, "telegram", "bench", block_s=0.5) as consumer,
     ):
         deliveries = consumer.__aiter__()

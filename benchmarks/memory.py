@@ -40,7 +40,7 @@ def run(ctx: BenchContext) -> BenchResult:
         for name, ok in probe["shares_weights"].items()
     ]
     result.targets += [
-        Target("RSS growth, second round of all 3 pipelines", probe["growth_round2_mib"], GROWTH_LIMIT_MIB, "<=", " MiB"),
+        Target("RSS growth, 2nd round of 3 pipelines", probe["growth_round2_mib"], GROWTH_LIMIT_MIB, "<=", " MiB"),
         Target("RSS growth, 2 more derived pipelines", probe["growth_derive_mib"], GROWTH_LIMIT_MIB, "<=", " MiB"),
     ]
     return result

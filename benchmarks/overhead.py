@@ -56,11 +56,9 @@ async def _run(ctx: BenchContext) -> BenchResult:
         ):
             deliveries = consumer.__aiter__()
 
-            async def queued() -> float:
+            async def queued(deliveries: Any = deliveries, queue: Any = queue, consumer: Any = consumer) -> float:
                 start = time.perf_counter()
-                ticket = await queue.submit_portrait(
-                    origin("bench"), upload, PortraitParams(preset=PRESET, seed=SEED)
-                )
+                ticket = await queue.submit_portrait(origin("bench"), upload, PortraitParams(preset=PRESET, seed=SEED))
                 delivery = await asyncio.wait_for(deliveries.__anext__(), 120)
                 elapsed = time.perf_counter() - start
                 await consumer.ack(delivery)

@@ -386,9 +386,7 @@ async def run_chaos(config: ChaosConfig, *, data_dir: Path, work_dir: Path) -> C
         server.stop()
 
 
-async def _chaos(
-    config: ChaosConfig, tg: RecordingTelegram, pool: WorkerPool, server: RedisServer, note: Any
-) -> None:
+async def _chaos(config: ChaosConfig, tg: RecordingTelegram, pool: WorkerPool, server: RedisServer, note: Any) -> None:
     """Spread kills and Redis restarts over the run, triggered by how many requests were answered."""
     actions: list[tuple[float, str]] = []
     for k in range(config.kills):
