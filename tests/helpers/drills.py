@@ -34,6 +34,7 @@ __all__ = [
     "RecordingTelegram",
     "Tracked",
     "WorkerPool",
+    "ensure_tiny_weights",
     "run_bot",
     "run_chaos",
     "simulate_users",
@@ -283,6 +284,16 @@ class WorkerPool:
             await client.aclose()
 
 
+def ensure_tiny_weights(data_dir: Path) -> None:
+    """Build the tiny model and its LoRAs under `data_dir` once, before several workers would race to."""
+    from likeness.generation import get_model_spec
+    from likeness.generation._tiny import ensure_tiny_model
+    from likeness.presets import PresetCatalog
+
+    sources = sorted({lora.source for preset in PresetCatalog.load(None) for lora in preset.loras})
+    ensure_tiny_model(data_dir, get_model_spec("tiny").family, sources)
+
+
 @dataclass
 class ChaosConfig:
     requests: int = 60
@@ -315,8 +326,7 @@ async def run_chaos(config: ChaosConfig, *, data_dir: Path, work_dir: Path) -> C
 
     `data_dir` holds the tiny model (built once; the workers share it). Times are from the first request.
     """
-    from tests.helpers.telegram import shared_tiny_engine  # noqa: F401 - documents where the model comes from
-
+    await asyncio.to_thread(ensure_tiny_weights, data_dir)
     token = "123456:DRILL-token"
     redis_dir = work_dir / "redis"
     server = RedisServer(redis_dir, appendonly=True).start()
