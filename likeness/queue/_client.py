@@ -33,6 +33,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import WatchError
 
 from likeness.config import Settings
 from likeness.errors import (
@@ -68,7 +69,9 @@ FAIR_OFFSET_MS = 3600 * 1000
 DEFAULT_JOB_S = 20.0
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
-_REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+# WatchError: arq's enqueue_job WATCHes the job key and handles a real conflict itself; one that escapes is
+# redis-py reporting a connection lost while watching (Redis restarting).
+_REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, WatchError, ConnectionError, OSError)
 
 # KEYS: the user's fair clock. ARGV: now ms, job duration ms, TTL ms. Returns the job's start tag.
 _FAIR_TAG = """
