@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -234,6 +235,7 @@ class BenchContext:
     quick: bool
     data_dir: Path
     budget_s: float | None = None  # long benchmarks skip what would run past it
+    keep_work_dir: bool = False  # set when something failed: logs stay for a look
     work_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="likeness-bench-")))
     _engine: Any = None
     _redis: Any = None
@@ -269,6 +271,10 @@ class BenchContext:
         if self._engine is not None:
             self._engine.close()
             self._engine = None
+        if self.keep_work_dir:
+            print(f"kept {self.work_dir} (logs)")
+        else:
+            shutil.rmtree(self.work_dir, ignore_errors=True)
 
 
 @contextmanager

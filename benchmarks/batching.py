@@ -47,7 +47,44 @@ async def _run(ctx: BenchContext) -> BenchResult:
         gain = walls["off"] / walls["on"]
         result.rows[-1]["gain"] = round(gain, 2)
         result.targets.append(Target(f"throughput gain with batching, {n} requests", gain, 2.0, ">=", "×"))
+        result.rows.append(await asyncio.to_thread(_engine_only, engine, n, repeats))
+    result.notes.append(
+        "engine-only rows: N portrait() calls vs one portrait_batch(N) on the same engine, without the queue; "
+        "the gap to the queue rows is requests that miss the batch window (batch_sizes shows the split)."
+    )
     return result
+
+
+def _engine_only(engine: Any, n: int, repeats: int) -> dict[str, Any]:
+    """The engine's own batching gain, for reference: N single calls vs one batched call (same requests)."""
+    from PIL import Image
+
+    from likeness.generation import PortraitRequest
+
+    selfie = Image.new("RGB", (96, 96), "peachpuff")
+    requests = [
+        PortraitRequest(selfie=selfie, preset=engine.presets.resolve(PRESET), seeds=(1000 + i,)) for i in range(n)
+    ]
+    engine.portrait_batch(requests)  # warm-up
+    singles, batched = [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for request in requests:
+            engine.portrait(request)
+        singles.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        engine.portrait_batch(requests)
+        batched.append(time.perf_counter() - start)
+    single, batch = statistics.median(singles), statistics.median(batched)
+    return {
+        "requests": n,
+        "batching": "engine only",
+        "max_batch": n,
+        "wall_s": round(batch, 3),
+        "images_per_s": round(n / batch, 2),
+        "batch_sizes": f"{n} vs {n}×1 ({single:.3f} s)",
+        "gain": round(single / batch, 2),
+    }
 
 
 async def _measure(

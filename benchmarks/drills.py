@@ -27,6 +27,8 @@ def run(ctx: BenchContext) -> BenchResult:
                              answer_timeout_s=300)  # fmt: skip
     report = asyncio.run(run_chaos(config, data_dir=ctx.data_dir, work_dir=ctx.work_dir / "chaos"))
     counts = report.counts
+    if not report.ok:
+        ctx.keep_work_dir = True  # worker logs for the post-mortem
     result = BenchResult(NAME, TITLE)
     result.rows = [
         {**counts, "drain_s": report.drain_s, "worker_starts": report.worker_starts},
