@@ -24,7 +24,7 @@ async def test_a_users_backlog_delays_another_user_by_at_most_about_one_job(make
         await queue.submit_portrait(
             origin("light"), selfie(), PortraitParams(preset="ghibli", prompt=f"light sleep={job_s}")
         )
-        async with running_worker(settings, max_jobs=1) as engine:
+        async with running_worker(settings) as engine:
             deliveries = await next_deliveries(settings, 9, timeout=20)
             light_done = next(i for i, d in enumerate(deliveries) if d.origin.user_id == "light")
             waited = time.monotonic() - submitted

@@ -33,6 +33,7 @@ from redis.asyncio.retry import Retry as RedisRetry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import WatchError
 
 from likeness.config import Settings
 from likeness.errors import GenerationFailed, JobTimeout, LikenessError, ServiceError, UserError
@@ -45,7 +46,7 @@ from likeness.queue._metrics import WorkerMetrics
 from likeness.queue._models import Delivery, JobPayload, ProgressEvent, ResultRecord
 from likeness.queue._progress import PROGRESS_TTL_S
 
-__all__ = ["DEFAULT_MAX_TRIES", "NotAvailableYet", "run_worker", "worker_settings"]
+__all__ = ["DEFAULT_MAX_TRIES", "LikenessWorker", "NotAvailableYet", "run_worker", "worker_settings"]
 
 log = logging.getLogger(__name__)
 
@@ -212,9 +213,12 @@ class JobRunner:
         if payload.mode == "edit":
             # The edits issue adds engine.edit(); until then say so clearly instead of failing obscurely.
             raise NotAvailableYet(what="Edits")
+        # mode "variation" runs as a portrait with new seeds until the engine has `variation()`.
         assert payload.portrait is not None and payload.selfie_blob_id is not None
         params = payload.portrait
-        selfie = load_image(
+        # Decoding and encoding big images take 100+ ms: off the loop, so batching and heartbeats keep time.
+        selfie = await asyncio.to_thread(
+            load_image,
             await self.blobs.get(payload.selfie_blob_id),
             max_bytes=self.settings.max_upload_bytes,
             max_pixels=self.settings.max_image_pixels,
@@ -248,7 +252,8 @@ class JobRunner:
         image_ids = []
         for index, image in enumerate(result.images):
             blob_id = _keys.image_id_for(payload.job_id, index)
-            await self.blobs.put(encode_image(image, "png"), kind="image", owner=payload.user_id, blob_id=blob_id)
+            png = await asyncio.to_thread(encode_image, image, "png")
+            await self.blobs.put(png, kind="image", owner=payload.user_id, blob_id=blob_id)
             image_ids.append(blob_id)
         record = ResultRecord(
             result_id=_keys.result_id_for(payload.job_id),
@@ -318,6 +323,24 @@ class JobRunner:
             await asyncio.sleep(5)
 
 
+class LikenessWorker(Worker):
+    """arq's `Worker`, surviving Redis outages: arq's poll loop dies on the first Redis error (a WATCH on a
+    dropped connection is never retried), this one logs, gives back the job slot arq leaked, and polls again.
+    """
+
+    async def _poll_iteration(self) -> None:
+        try:
+            await super()._poll_iteration()
+        except (RedisConnectionError, RedisTimeoutError, WatchError) as exc:
+            log.warning("Redis unavailable while polling (%s); retrying in 1 s", type(exc).__name__)
+            await asyncio.sleep(0)  # let done-callbacks of finished jobs release their slots first
+            live = sum(1 for task in self.tasks.values() if not task.done())
+            while self.job_counter > live:  # start_jobs took a slot for a job it never started
+                self.job_counter -= 1
+                self.sem.release()
+            await asyncio.sleep(1)
+
+
 async def _run_job(ctx: dict[str, Any], job_id: str) -> str:
     runner: JobRunner = ctx["likeness"]
     return await runner.run(job_id, int(ctx["job_try"]))
@@ -330,7 +353,7 @@ def worker_settings(
     request_factory: RequestFactory | None = None,
     max_tries: int = DEFAULT_MAX_TRIES,
 ) -> dict[str, Any]:
-    """Keyword arguments for `arq.worker.Worker`, built from `settings`.
+    """Keyword arguments for `LikenessWorker` (an `arq.worker.Worker`), built from `settings`.
 
     The engine is loaded once in `on_startup` (in a thread, so the health check keeps ticking) and
     closed on shutdown. `engine_factory`/`request_factory` default to `likeness.generation`'s Engine and
@@ -367,7 +390,9 @@ def worker_settings(
         "on_shutdown": on_shutdown,
         "poll_delay": settings.poll_delay_s,
         "job_timeout": settings.job_timeout_s,
-        "max_jobs": 2 * max(1, settings.max_batch),
+        # One batch worth of jobs per worker: enough to batch, and a backlog stays in the (fair) arq queue
+        # instead of being pulled ahead of other users' jobs or away from other workers.
+        "max_jobs": max(1, settings.max_batch),
         "allow_abort_jobs": True,
         "keep_result": 60,
         "health_check_interval": 10,
@@ -381,7 +406,7 @@ def run_worker(settings: Settings, **factories: Any) -> None:
 
 
 async def _main(settings: Settings, **factories: Any) -> None:
-    worker = Worker(**worker_settings(settings, **factories))
+    worker = LikenessWorker(**worker_settings(settings, **factories))
     try:
         await worker.async_run()
     except asyncio.CancelledError:
