@@ -340,3 +340,41 @@ async def test_buttons_on_a_forgotten_result_say_it_expired(h, tg):
     expired = await tg.wait_for(lambda: [c for c in tg.calls_of("sendMessage") if "expired" in c.params["text"]])
     assert _reply_id(expired[0]) == result["message_id"]
     assert not tg.calls_of("sendDocument") and len(tg.calls_of("sendPhoto")) == 1
+
+
+async def test_flagged_images_are_withheld_or_spoilered_as_the_chat_allows(h, tg, tg_settings):
+    """The NSFW decision reaches Telegram: withheld (a notice, no photo) by default, a spoiler where allowed."""
+    from likeness.queue import Delivery, QueueClient, append_delivery
+
+    operator_allows = tg_settings.model_copy(update={"allow_nsfw_age_restricted": True})
+    h.settings = operator_allows
+    await h.start_bot(operator_allows)
+    await h.start_worker()
+    group = tg.chat(-1005, "supergroup")
+    request, photo = await _portrait(h, group, ALICE)
+    assert not photo.params.get("has_spoiler")
+    async with QueueClient(tg_settings) as queue:
+        record = await queue.get_result(_buttons(photo)[0].split(":")[2])
+        flagged = record.model_copy(update={"metadata": {**record.metadata, "nsfw_scores": [0.99]}})
+
+        await append_delivery(
+            queue.redis,
+            Delivery(job_id="flagged-1", kind="portrait", origin=record.origin, result=flagged),
+            marker_ttl_s=60,
+        )
+        notice = await tg.wait_for(
+            lambda: [c for c in tg.calls_of("sendMessage") if "safety check" in c.params["text"]]
+        )
+        assert _reply_id(notice[0]) == request["message_id"] and "won't post it here" in notice[0].params["text"]
+        assert len(tg.calls_of("sendPhoto")) == 1
+
+        async with CommunitySettingsClient(tg_settings) as community:
+            await community.update("telegram", group["id"], age_restricted=True, allow_nsfw=True)
+        await append_delivery(
+            queue.redis,
+            Delivery(job_id="flagged-2", kind="portrait", origin=record.origin, result=flagged),
+            marker_ttl_s=60,
+        )
+        spoilered = (await tg.wait_call("sendPhoto", count=2))[-1]
+    assert spoilered.params.get("has_spoiler") is True and "hidden behind a spoiler" in spoilered.params["caption"]
+    assert _reply_id(spoilered) == request["message_id"]

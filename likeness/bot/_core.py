@@ -206,6 +206,8 @@ class BotCore:
             return ResultMessage(text=notice(decision, place, self.settings) or "", result_id=result.result_id)
         images = tuple([await self.queue.get_image(blob) for blob in result.image_blob_ids])
         notices = tuple(str(n) for n in meta.get("notices", []))  # type: ignore[union-attr]
+        if decision is Decision.SPOILER:
+            notices += (notice(decision, place, self.settings) or "",)
         if notices:
             text = "\n".join((text, *notices))
         return ResultMessage(
