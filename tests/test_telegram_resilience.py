@@ -4,6 +4,10 @@ failing sends, webhook mode, and the `likeness telegram` command."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -27,6 +31,7 @@ pytestmark = pytest.mark.timeout(90)
 
 TOKEN = "777777:TEST-resilience-token"
 ALICE = user(101, "Alice")
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -168,3 +173,33 @@ def test_command_refuses_clearly_without_a_token(capsys):
 
     assert main(["telegram"]) != 0
     assert "LIKENESS_TELEGRAM_TOKEN" in capsys.readouterr().err
+
+
+async def test_command_serves_until_sigterm_and_never_logs_the_token(tg, redis_url, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIKENESS_")}
+    env.update(
+        PYTHONPATH=str(ROOT),
+        LIKENESS_TELEGRAM_TOKEN=TOKEN,
+        LIKENESS_TELEGRAM_API_URL=tg.api_url,
+        LIKENESS_REDIS_URL=redis_url,
+        LIKENESS_DATA_DIR=str(tmp_path),
+        LIKENESS_LOG_LEVEL="DEBUG",
+    )
+    log_file = (tmp_path / "bot.log").open("wb")  # a pipe nobody reads would fill up and block the bot
+    command = [sys.executable, "-m", "likeness", "telegram", "--replica", "cli-test"]
+    proc = await asyncio.create_subprocess_exec(*command, cwd=ROOT, env=env, stdout=log_file, stderr=log_file)
+    try:
+        await tg.wait_for(lambda: tg.allowed_updates_seen, timeout=30, what="polling")
+        await tg.inject("message", text_message(tg, tg.chat(101), ALICE, "/help"))
+        await tg.wait_for(lambda: [c for c in tg.calls_of("sendMessage") if c.params["text"] == HELP])
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.wait(), 20)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        log_file.close()
+    output = (tmp_path / "bot.log").read_bytes()
+    assert proc.returncode == 0, output.decode()[-2000:]
+    assert b"getUpdates" in output  # DEBUG logging was on, URLs included...
+    assert TOKEN.split(":")[1].encode() not in output  # ...but never the token

@@ -242,7 +242,9 @@ class FakeTelegram:
         offset = int(params.get("offset") or 0)
         timeout = float(params.get("timeout") or 0)
         if "allowed_updates" in params:
-            self.allowed_updates_seen.append(params["allowed_updates"])
+            async with self._changed:
+                self.allowed_updates_seen.append(params["allowed_updates"])
+                self._changed.notify_all()
 
         def pending() -> list[dict[str, Any]]:
             return [u for u in self.updates if u["update_id"] >= offset]
