@@ -180,3 +180,21 @@ async def test_cancel_queued_and_running_jobs(settings):
         )
         assert stages[-1] == "cancelled" and pending == 0
         assert await queue.redis.zcard("likeness:user:u1:active") == 0
+
+
+async def test_metrics_endpoint_reports_jobs_batches_and_failures(make_settings, redis_url):
+    import urllib.request
+
+    from likeness.redis_server import free_port
+
+    port = free_port()
+    settings = make_settings(redis_url=redis_url, metrics_port=port)
+    async with QueueClient(settings) as queue, running_worker(settings):
+        await queue.submit_portrait(origin("a"), selfie(), PortraitParams(preset="ghibli"))
+        await queue.submit_portrait(origin("b"), selfie(), PortraitParams(preset="ghibli", prompt="noface"))
+        await next_deliveries(settings, 2)
+        url = f"http://127.0.0.1:{port}/metrics"
+        body = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read().decode())
+    assert 'likeness_job_seconds_count{kind="portrait"} 1.0' in body
+    assert 'likeness_job_failures_total{cause="no_face"} 1.0' in body
+    assert "likeness_batch_size_count" in body and "likeness_queue_depth" in body

@@ -102,6 +102,16 @@ class Engine:
         sources = sorted({lora.source for preset in presets for lora in preset.loras})
         return cls(settings, spec, load_model(settings, spec, sources), presets)
 
+    @property
+    def img2img(self) -> Any:
+        """Image-to-image pipeline sharing the base model's modules (and its identity adapter)."""
+        return self.model.img2img
+
+    @property
+    def inpaint(self) -> Any:
+        """Inpainting pipeline sharing the base model's modules (and its identity adapter)."""
+        return self.model.inpaint
+
     # --- planning -------------------------------------------------------------------------------
 
     def _plan(self, request: PortraitRequest) -> _Plan:
@@ -204,13 +214,15 @@ class Engine:
         # 3. Identity: each request's own selfie embedding, once per seed, laid out as
         #    [negatives of all images, positives of all images] — diffusers' batch order. Building this
         #    ourselves and bypassing its repeat keeps each face with its own prompt (diffusers #9813).
-        negatives, positives = [], []
+        negatives: list[torch.Tensor] = []
+        positives: list[torch.Tensor] = []
         for request in requests:
             encoded = pipe.prepare_ip_adapter_image_embeds([identity_image(request.selfie)], None, device, 1, guided)[0]
-            negative, positive = encoded.chunk(2) if guided else (None, encoded)
-            positives += [positive] * len(request.seeds)
-            negatives += [negative] * len(request.seeds)
-        ip_embeds = torch.cat(negatives + positives if guided else positives, dim=0)
+            if guided:
+                negative, encoded = encoded.chunk(2)
+                negatives += [negative] * len(request.seeds)
+            positives += [encoded] * len(request.seeds)
+        ip_embeds = torch.cat(negatives + positives, dim=0)
         # 4. Noise: one generator per image, so a seed gives the same image alone or batched.
         generators = [torch.Generator(device="cpu").manual_seed(seed) for r in requests for seed in r.seeds]
 

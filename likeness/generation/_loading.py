@@ -120,9 +120,8 @@ def load_model(settings: Settings, spec: ModelSpec, lora_sources: list[str]) -> 
         # adapter's own repo and subfolder (h94's SDXL plus-face uses the ViT-H one from `models/`).
         from transformers import CLIPVisionModelWithProjection
 
-        encoder = CLIPVisionModelWithProjection.from_pretrained(
-            encoder_repo, subfolder=encoder_sub, **{_transformers_dtype_kw(): dtype}
-        )
+        encoder_kwargs: dict[str, Any] = {"subfolder": encoder_sub, _transformers_dtype_kw(): dtype}
+        encoder = CLIPVisionModelWithProjection.from_pretrained(encoder_repo, **encoder_kwargs)
         pipe.register_modules(image_encoder=encoder)
         pipe.load_ip_adapter(adapter_repo, subfolder=adapter_sub, weight_name=adapter_file, image_encoder_folder=None)
         pipe.to(device)

@@ -45,15 +45,15 @@ return false
 
 async def append_delivery(redis: Redis, delivery: Delivery, *, marker_ttl_s: int) -> str | None:
     """Append `delivery` to its platform's stream unless this job was delivered before; the entry id or None."""
-    entry = await redis.eval(
+    entry = await redis.eval(  # type: ignore[misc]
         _APPEND_ONCE,
         2,
         _keys.delivered(delivery.job_id),
         _keys.deliveries(delivery.origin.platform),
         delivery.model_dump_json(),
-        marker_ttl_s,
-        DELIVERY_STREAM_TTL_S,
-        _MAX_ENTRIES,
+        str(marker_ttl_s),
+        str(DELIVERY_STREAM_TTL_S),
+        str(_MAX_ENTRIES),
     )
     return None if entry is None else (entry.decode() if isinstance(entry, bytes) else str(entry))
 
@@ -182,6 +182,8 @@ class DeliveryConsumer:
     def _parse(self, entry_id: Any, fields: dict[Any, Any]) -> Delivery | None:
         entry = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
         raw = fields.get(b"d") or fields.get("d")
+        if raw is None:
+            return None
         try:
             return Delivery.model_validate_json(raw).model_copy(update={"delivery_id": entry})
         except ValueError:
