@@ -122,11 +122,14 @@ async def test_reply_to_a_photo_and_an_image_file_both_make_portraits(h, tg):
     second = (await tg.wait_call("sendPhoto", count=2, timeout=30))[-1]
     assert _reply_id(second) == doc["message_id"]
     assert tg.downloads[-1] == doc["document"]["file_id"]
-    # a photo without the command in a group is not for us
+    # a photo without the command, or with a command for another bot, is not for us
     await h.send(photo_message(tg, chat, ALICE, caption="holiday"))
+    await h.send(photo_message(tg, chat, ALICE, caption="/portrait@other_bot ghibli"))
     await h.send(text_message(tg, chat, ALICE, "/help"))
     await tg.wait_for(lambda: HELP in h.texts(), what="help")
     assert len(tg.calls_of("sendPhoto")) == 2
+    await h.send(photo_message(tg, chat, ALICE, caption="/portrait@likeness_test_bot ghibli"))
+    await tg.wait_call("sendPhoto", count=3, timeout=30)
 
 
 async def test_help_start_and_presets(h, tg):

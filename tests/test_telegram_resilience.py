@@ -203,3 +203,16 @@ async def test_command_serves_until_sigterm_and_never_logs_the_token(tg, redis_u
     assert proc.returncode == 0, output.decode()[-2000:]
     assert b"getUpdates" in output  # DEBUG logging was on, URLs included...
     assert TOKEN.split(":")[1].encode() not in output  # ...but never the token
+
+
+async def test_result_follows_a_group_upgraded_to_a_supergroup(h, tg, tg_settings):
+    await h.start_bot()
+    await h.start_worker()
+    tg.chat(-2000, "supergroup")
+    tg.fail_next(
+        "sendPhoto", 400, "Bad Request: group chat was upgraded to a supergroup chat", migrate_to_chat_id=-1002000
+    )
+    await h.send(photo_message(tg, tg.chat(-200, "group"), ALICE, caption="/portrait ghibli"))
+    calls = await tg.wait_call("sendPhoto", count=2, timeout=30)
+    assert int(calls[1].params["chat_id"]) == -1002000 and calls[1].error is None
+    assert await _pending(tg_settings) == 0
