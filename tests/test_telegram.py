@@ -217,6 +217,11 @@ async def test_non_requester_gets_a_short_alert_unless_the_chat_collaborates(h, 
     assert alert.params.get("show_alert") is True and "Only the person who asked" in alert.params["text"]
     assert len(alert.params["text"]) <= 200
     assert len(tg.calls_of("sendMessage")) == messages_before  # no progress message for a refusal
+    bobs_edit = await h.send(text_message(tg, chat, BOB, "make it blue", reply_to=result))
+    refusal = await tg.wait_for(
+        lambda: [c for c in tg.calls_of("sendMessage") if _reply_id(c) == bobs_edit["message_id"]]
+    )
+    assert "Only the person who asked" in refusal[0].params["text"] and len(refusal) == 1
 
     async with CommunitySettingsClient(tg_settings) as community:
         await community.update("telegram", chat["id"], collaborate=True)
