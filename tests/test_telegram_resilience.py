@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -216,3 +217,13 @@ async def test_result_follows_a_group_upgraded_to_a_supergroup(h, tg, tg_setting
     calls = await tg.wait_call("sendPhoto", count=2, timeout=30)
     assert int(calls[1].params["chat_id"]) == -1002000 and calls[1].error is None
     assert await _pending(tg_settings) == 0
+
+
+def test_the_bot_never_imports_torch():
+    code = (
+        "import sys, likeness.bot.telegram, likeness.commands.telegram\n"
+        "heavy = [m for m in ('torch', 'diffusers', 'transformers', 'likeness.generation') if m in sys.modules]\n"
+        "print(heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "[]"
