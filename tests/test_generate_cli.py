@@ -5,10 +5,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from PIL import Image
 
+from likeness.config import Settings
+from likeness.generation import Engine, PortraitRequest
+from likeness.images import load_image
 from likeness.presets import size_for
 from tests.helpers.faces import astronaut, jpeg_with_exif
 
@@ -34,7 +38,9 @@ def _run(args: list[str], data_dir: Path, timeout: float = 120) -> subprocess.Co
     )
 
 
-def test_generate_writes_clean_pngs_of_the_format_size(tmp_path: Path, shared_data_dir: Path) -> None:
+def test_generate_writes_clean_pngs_of_the_format_size(
+    tmp_path: Path, shared_data_dir: Path, make_settings: Callable[..., Settings]
+) -> None:
     selfie = tmp_path / "me.jpg"
     selfie.write_bytes(jpeg_with_exif(astronaut()))
     out = tmp_path / "out" / "nested"
@@ -52,6 +58,20 @@ def test_generate_writes_clean_pngs_of_the_format_size(tmp_path: Path, shared_da
             assert not img.getexif() and "exif" not in img.info
     with Image.open(paths[0]) as a, Image.open(paths[1]) as b:
         assert a.tobytes() != b.tobytes()  # two seeds, two pictures
+        # The same request in this process gives the same pixels: same weights on disk, same code path.
+        engine = Engine.load(make_settings())
+        try:
+            request = PortraitRequest(
+                selfie=load_image(selfie.read_bytes(), max_bytes=10**8, max_pixels=10**8),
+                preset=engine.presets.resolve("ghibli"),
+                format="story",
+                seeds=(7, 8),
+            )
+            expected = engine.portrait(request).images
+        finally:
+            engine.close()
+        assert a.convert("RGB").tobytes() == expected[0].tobytes()
+        assert b.convert("RGB").tobytes() == expected[1].tobytes()
 
 
 def test_generate_rejects_bad_input_with_one_clear_line(tmp_path: Path, shared_data_dir: Path) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import logging
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,8 +20,6 @@ from likeness.generation._registry import ModelSpec, get_model_spec
 from likeness.presets import EffectivePreset, LoraRef, PresetCatalog, get_format, size_for
 
 __all__ = ["Engine", "GenerationResult", "PortraitRequest", "ProgressFn"]
-
-log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[int, int], None]
 """`(step, total_steps)`, called from the generating thread after each denoising step."""
@@ -170,7 +167,8 @@ class Engine:
             raise ValueError("portrait_batch needs requests with equal batch keys")
         n_images = sum(len(request.seeds) for request in requests)
         try:
-            with torch.inference_mode():
+            # no_grad, not inference_mode: LoRA weights loaded here must stay usable by the edit pipelines.
+            with torch.no_grad():
                 images = self._run(requests, plans, [fn for fn in (progress or []) if fn is not None])
         except LikenessError:
             raise
@@ -178,7 +176,6 @@ class Engine:
             if _is_oom(exc):
                 _free_accelerator_memory()
                 raise OutOfMemory(batch=n_images) from exc
-            log.exception("generation failed")
             raise GenerationFailed() from exc
         results = []
         start = 0

@@ -7,8 +7,10 @@ Fair ordering (no dispatcher process): arq runs the queued job with the lowest s
 a virtual clock `likeness:fair:<user>`; a new job gets the score `max(now, clock)` and moves the clock by
 the average job duration. A user with 10 queued jobs therefore has scores now, now+d, ..., now+9d, and
 another user's job submitted at `now + ε` is ordered after the first of them only: it waits for at most
-the running jobs plus about one job of each other busy user. Scores are shifted `FAIR_OFFSET_MS` into the
-past so arq never treats them as deferred (no idle worker waits for a score to come due).
+the jobs already taken by workers (at most `max_batch` per worker, i.e. one engine call each) plus about
+one job of each other busy user. Scores are shifted `FAIR_OFFSET_MS` into the past so arq never treats
+them as deferred (no idle worker waits for a score to come due); a user's clock runs at most half of that
+ahead of now. A retried job (`arq.Retry`) is re-scored by arq to now + backoff, i.e. behind the queue.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from redis.asyncio import ConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from likeness.config import Settings
@@ -70,10 +73,11 @@ _P = ParamSpec("_P")
 _T = TypeVar("_T")
 _REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 
-# KEYS: the user's fair clock. ARGV: now ms, job duration ms, TTL ms. Returns the job's start tag.
+# KEYS: the user's fair clock. ARGV: now ms, job duration ms, offset ms (also the TTL). Returns the start tag.
 _FAIR_TAG = """
-local clock = tonumber(redis.call('get', KEYS[1]) or '0')
-local start = math.max(tonumber(ARGV[1]), clock)
+local now = tonumber(ARGV[1])
+local clock = math.min(tonumber(redis.call('get', KEYS[1]) or '0'), now + math.floor(tonumber(ARGV[3]) / 2))
+local start = math.max(now, clock)
 redis.call('set', KEYS[1], start + tonumber(ARGV[2]), 'PX', ARGV[3])
 return start
 """
@@ -359,7 +363,7 @@ class QueueClient:
             try:
                 info = await self.redis.xpending(_keys.deliveries(platform), _keys.DELIVERY_GROUP)
                 pending[platform] = int(info["pending"])
-            except Exception:  # no stream or no group yet: nothing pending
+            except ResponseError:  # no stream or no group yet: nothing pending
                 pending[platform] = 0
         return QueueStats(
             queued=max(0, depth - running),

@@ -15,6 +15,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -82,7 +84,13 @@ class DeliveryConsumer:
         batch: int = 10,
     ) -> None:
         if isinstance(source, Settings):
-            self.redis: Redis = Redis.from_url(source.redis_dsn)
+            # Retried on a fresh connection after a Redis restart, so an `ack` right after one still lands.
+            self.redis: Redis = Redis.from_url(
+                source.redis_dsn,
+                retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 5),
+                retry_on_error=[RedisConnectionError, RedisTimeoutError],
+                socket_connect_timeout=2,
+            )
             self._owns_redis = True
         else:
             self.redis = source

@@ -215,7 +215,9 @@ class JobRunner:
             raise NotAvailableYet(what="Edits")
         assert payload.portrait is not None and payload.selfie_blob_id is not None
         params = payload.portrait
-        selfie = load_image(
+        # Decoding and encoding big images take 100+ ms: off the loop, so batching and heartbeats keep time.
+        selfie = await asyncio.to_thread(
+            load_image,
             await self.blobs.get(payload.selfie_blob_id),
             max_bytes=self.settings.max_upload_bytes,
             max_pixels=self.settings.max_image_pixels,
@@ -249,7 +251,8 @@ class JobRunner:
         image_ids = []
         for index, image in enumerate(result.images):
             blob_id = _keys.image_id_for(payload.job_id, index)
-            await self.blobs.put(encode_image(image, "png"), kind="image", owner=payload.user_id, blob_id=blob_id)
+            png = await asyncio.to_thread(encode_image, image, "png")
+            await self.blobs.put(png, kind="image", owner=payload.user_id, blob_id=blob_id)
             image_ids.append(blob_id)
         record = ResultRecord(
             result_id=_keys.result_id_for(payload.job_id),
