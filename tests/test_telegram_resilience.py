@@ -216,6 +216,10 @@ async def test_result_follows_a_group_upgraded_to_a_supergroup(h, tg, tg_setting
     await h.send(photo_message(tg, tg.chat(-200, "group"), ALICE, caption="/portrait ghibli"))
     calls = await tg.wait_call("sendPhoto", count=2, timeout=30)
     assert int(calls[1].params["chat_id"]) == -1002000 and calls[1].error is None
+    for _ in range(100):  # acked right after the send
+        if await _pending(tg_settings) == 0:
+            break
+        await asyncio.sleep(0.05)
     assert await _pending(tg_settings) == 0
 
 
