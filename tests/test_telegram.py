@@ -122,11 +122,14 @@ async def test_reply_to_a_photo_and_an_image_file_both_make_portraits(h, tg):
     second = (await tg.wait_call("sendPhoto", count=2, timeout=30))[-1]
     assert _reply_id(second) == doc["message_id"]
     assert tg.downloads[-1] == doc["document"]["file_id"]
-    # a photo without the command in a group is not for us
+    # a photo without the command, or with a command for another bot, is not for us
     await h.send(photo_message(tg, chat, ALICE, caption="holiday"))
+    await h.send(photo_message(tg, chat, ALICE, caption="/portrait@other_bot ghibli"))
     await h.send(text_message(tg, chat, ALICE, "/help"))
     await tg.wait_for(lambda: HELP in h.texts(), what="help")
     assert len(tg.calls_of("sendPhoto")) == 2
+    await h.send(photo_message(tg, chat, ALICE, caption="/portrait@likeness_test_bot ghibli"))
+    await tg.wait_call("sendPhoto", count=3, timeout=30)
 
 
 async def test_help_start_and_presets(h, tg):
@@ -214,6 +217,11 @@ async def test_non_requester_gets_a_short_alert_unless_the_chat_collaborates(h, 
     assert alert.params.get("show_alert") is True and "Only the person who asked" in alert.params["text"]
     assert len(alert.params["text"]) <= 200
     assert len(tg.calls_of("sendMessage")) == messages_before  # no progress message for a refusal
+    bobs_edit = await h.send(text_message(tg, chat, BOB, "make it blue", reply_to=result))
+    refusal = await tg.wait_for(
+        lambda: [c for c in tg.calls_of("sendMessage") if _reply_id(c) == bobs_edit["message_id"]]
+    )
+    assert "Only the person who asked" in refusal[0].params["text"] and len(refusal) == 1
 
     async with CommunitySettingsClient(tg_settings) as community:
         await community.update("telegram", chat["id"], collaborate=True)
@@ -257,8 +265,12 @@ async def test_forum_topic_is_kept_for_progress_result_and_buttons(h, tg):
     result_id = _buttons(photo)[0].split(":")[2]
     await tg.inject("callback_query", callback_query(ALICE, result, f"lk:reroll:{result_id}"))
     await tg.inject("message_reaction", reaction(chat, result["message_id"], ALICE, ["👎"]))
-    calls = await tg.wait_call("sendPhoto", count=3, timeout=40)
-    assert all(int(c.params["message_thread_id"]) == 42 for c in calls)
+    # under an old result Telegram sends an inaccessible message (date 0: chat and id, no topic)
+    old = {"chat": chat, "message_id": result["message_id"], "date": 0}
+    await tg.inject("callback_query", callback_query(ALICE, old, f"lk:reroll:{result_id}"))
+    calls = await tg.wait_call("sendPhoto", count=4, timeout=40)
+    assert [c.params.get("message_thread_id") for c in calls] == ["42"] * 4
+    assert all(int(c.params["reply_parameters"]["message_id"]) == result["message_id"] for c in calls[1:])
     assert all(int(c.params["message_thread_id"]) == 42 for c in tg.calls_of("sendMessage"))
 
 
@@ -340,3 +352,41 @@ async def test_buttons_on_a_forgotten_result_say_it_expired(h, tg):
     expired = await tg.wait_for(lambda: [c for c in tg.calls_of("sendMessage") if "expired" in c.params["text"]])
     assert _reply_id(expired[0]) == result["message_id"]
     assert not tg.calls_of("sendDocument") and len(tg.calls_of("sendPhoto")) == 1
+
+
+async def test_flagged_images_are_withheld_or_spoilered_as_the_chat_allows(h, tg, tg_settings):
+    """The NSFW decision reaches Telegram: withheld (a notice, no photo) by default, a spoiler where allowed."""
+    from likeness.queue import Delivery, QueueClient, append_delivery
+
+    operator_allows = tg_settings.model_copy(update={"allow_nsfw_age_restricted": True})
+    h.settings = operator_allows
+    await h.start_bot(operator_allows)
+    await h.start_worker()
+    group = tg.chat(-1005, "supergroup")
+    request, photo = await _portrait(h, group, ALICE)
+    assert not photo.params.get("has_spoiler")
+    async with QueueClient(tg_settings) as queue:
+        record = await queue.get_result(_buttons(photo)[0].split(":")[2])
+        flagged = record.model_copy(update={"metadata": {**record.metadata, "nsfw_scores": [0.99]}})
+
+        await append_delivery(
+            queue.redis,
+            Delivery(job_id="flagged-1", kind="portrait", origin=record.origin, result=flagged),
+            marker_ttl_s=60,
+        )
+        notice = await tg.wait_for(
+            lambda: [c for c in tg.calls_of("sendMessage") if "safety check" in c.params["text"]]
+        )
+        assert _reply_id(notice[0]) == request["message_id"] and "won't post it here" in notice[0].params["text"]
+        assert len(tg.calls_of("sendPhoto")) == 1
+
+        async with CommunitySettingsClient(tg_settings) as community:
+            await community.update("telegram", group["id"], age_restricted=True, allow_nsfw=True)
+        await append_delivery(
+            queue.redis,
+            Delivery(job_id="flagged-2", kind="portrait", origin=record.origin, result=flagged),
+            marker_ttl_s=60,
+        )
+        spoilered = (await tg.wait_call("sendPhoto", count=2))[-1]
+    assert spoilered.params.get("has_spoiler") is True and "hidden behind a spoiler" in spoilered.params["caption"]
+    assert _reply_id(spoilered) == request["message_id"]

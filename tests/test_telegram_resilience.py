@@ -4,6 +4,11 @@ failing sends, webhook mode, and the `likeness telegram` command."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -27,6 +32,7 @@ pytestmark = pytest.mark.timeout(90)
 
 TOKEN = "777777:TEST-resilience-token"
 ALICE = user(101, "Alice")
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -99,7 +105,7 @@ async def test_buttons_work_after_a_restart(h, tg):
     photo = (await tg.wait_call("sendPhoto", timeout=30))[-1]
     result = photo.result
     data = photo.params["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
-    await h.stop_bot()
+    await h.stop_bot(cancel=True)  # right after the photo went out: the delivery in flight is finished and acked
     await h.start_bot()
     await tg.inject("callback_query", callback_query(ALICE, result, data))
     rerolled = (await tg.wait_call("sendPhoto", count=2, timeout=30))[-1]
@@ -168,3 +174,60 @@ def test_command_refuses_clearly_without_a_token(capsys):
 
     assert main(["telegram"]) != 0
     assert "LIKENESS_TELEGRAM_TOKEN" in capsys.readouterr().err
+
+
+async def test_command_serves_until_sigterm_and_never_logs_the_token(tg, redis_url, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIKENESS_")}
+    env.update(
+        PYTHONPATH=str(ROOT),
+        LIKENESS_TELEGRAM_TOKEN=TOKEN,
+        LIKENESS_TELEGRAM_API_URL=tg.api_url,
+        LIKENESS_REDIS_URL=redis_url,
+        LIKENESS_DATA_DIR=str(tmp_path),
+        LIKENESS_LOG_LEVEL="DEBUG",
+    )
+    log_file = (tmp_path / "bot.log").open("wb")  # a pipe nobody reads would fill up and block the bot
+    command = [sys.executable, "-m", "likeness", "telegram", "--replica", "cli-test"]
+    proc = await asyncio.create_subprocess_exec(*command, cwd=ROOT, env=env, stdout=log_file, stderr=log_file)
+    try:
+        await tg.wait_for(lambda: tg.allowed_updates_seen, timeout=30, what="polling")
+        await tg.inject("message", text_message(tg, tg.chat(101), ALICE, "/help"))
+        await tg.wait_for(lambda: [c for c in tg.calls_of("sendMessage") if c.params["text"] == HELP])
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.wait(), 20)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        log_file.close()
+    output = (tmp_path / "bot.log").read_bytes()
+    assert proc.returncode == 0, output.decode()[-2000:]
+    assert b"getUpdates" in output  # DEBUG logging was on, URLs included...
+    assert TOKEN.split(":")[1].encode() not in output  # ...but never the token
+
+
+async def test_result_follows_a_group_upgraded_to_a_supergroup(h, tg, tg_settings):
+    await h.start_bot()
+    await h.start_worker()
+    tg.chat(-2000, "supergroup")
+    tg.fail_next(
+        "sendPhoto", 400, "Bad Request: group chat was upgraded to a supergroup chat", migrate_to_chat_id=-1002000
+    )
+    await h.send(photo_message(tg, tg.chat(-200, "group"), ALICE, caption="/portrait ghibli"))
+    calls = await tg.wait_call("sendPhoto", count=2, timeout=30)
+    assert int(calls[1].params["chat_id"]) == -1002000 and calls[1].error is None
+    for _ in range(100):  # acked right after the send
+        if await _pending(tg_settings) == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert await _pending(tg_settings) == 0
+
+
+def test_the_bot_never_imports_torch():
+    code = (
+        "import sys, likeness.bot.telegram, likeness.commands.telegram\n"
+        "heavy = [m for m in ('torch', 'diffusers', 'transformers', 'likeness.generation') if m in sys.modules]\n"
+        "print(heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "[]"

@@ -199,13 +199,17 @@ class BotCore:
             caption(meta, seed, score)  # type: ignore[arg-type]
             for seed, score in zip(result.seeds, scores, strict=False)
         )
-        flagged = meta.get("nsfw_scores") or []
+        raw_scores = meta.get("nsfw_scores")
+        flagged = [float(s) for s in raw_scores] if isinstance(raw_scores, list) else []
         place = await self._place(delivery.origin)
-        decision = decide(max(flagged, default=0.0), place, self.settings)  # type: ignore[type-var]
+        decision = decide(max(flagged, default=0.0), place, self.settings)
         if decision is Decision.WITHHOLD:
             return ResultMessage(text=notice(decision, place, self.settings) or "", result_id=result.result_id)
         images = tuple([await self.queue.get_image(blob) for blob in result.image_blob_ids])
-        notices = tuple(str(n) for n in meta.get("notices", []))  # type: ignore[union-attr]
+        raw_notices = meta.get("notices")
+        notices = tuple(str(n) for n in raw_notices) if isinstance(raw_notices, list) else ()
+        if decision is Decision.SPOILER:
+            notices += (notice(decision, place, self.settings) or "",)
         if notices:
             text = "\n".join((text, *notices))
         return ResultMessage(

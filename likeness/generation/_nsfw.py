@@ -92,7 +92,7 @@ class TransformersNsfwGuard:
         name = str(name_or_dir)
         try:
             model = AutoModelForImageClassification.from_pretrained(name)
-            processor = AutoImageProcessor.from_pretrained(name, backend="pil")
+            processor = AutoImageProcessor.from_pretrained(name, backend="pil")  # type: ignore[no-untyped-call]
         except (OSError, ValueError, KeyError) as exc:
             reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
             if "connect" in reason.lower() or "offline" in reason.lower():
@@ -127,13 +127,16 @@ class NudeNetGuard:
             ) from exc
         self._detector = NudeDetector()
 
+    def detections(self, image: Image.Image) -> list[dict[str, Any]]:
+        """NudeNet's raw detections (`class`, `score`, `box`) for one image."""
+        buf = io.BytesIO()
+        image.convert("RGB").save(buf, format="PNG")  # encoded bytes: the input type nudenet decodes itself
+        return list(self._detector.detect(buf.getvalue()))
+
     def score(self, images: Sequence[Image.Image]) -> list[float]:
         scores = []
         for img in images:
-            buf = io.BytesIO()
-            img.convert("RGB").save(buf, format="PNG")
-            detections = self._detector.detect(buf.getvalue())
-            exposed = [float(d["score"]) for d in detections if d.get("class") in NUDENET_EXPOSED]
+            exposed = [float(d["score"]) for d in self.detections(img) if d.get("class") in NUDENET_EXPOSED]
             scores.append(max(exposed, default=0.0))
         return scores
 

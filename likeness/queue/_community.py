@@ -65,7 +65,7 @@ class CommunitySettings:
     async def get(self, platform: str, chat_id: str | int) -> ChatSettings:
         """The community's settings: stored changes over operator defaults."""
         async with _redis_errors():
-            stored = await self._redis.hgetall(_key(platform, chat_id))
+            stored = await self._redis.hgetall(_key(platform, chat_id))  # type: ignore[misc]
         values: dict[str, Any] = dict(self._defaults)
         for name, raw in stored.items():
             name = name.decode() if isinstance(name, bytes) else name

@@ -44,7 +44,7 @@ class Failure:
     status: int
     description: str
     count: int = 1
-    retry_after: int | None = None
+    parameters: dict[str, Any] | None = None
 
 
 class FakeTelegram:
@@ -132,8 +132,9 @@ class FakeTelegram:
             self._changed.notify_all()
         return update_id
 
-    def fail_next(self, method: str, status: int, description: str, *, count: int = 1, retry_after: int | None = None):
-        self.failures.setdefault(method, []).append(Failure(status, description, count, retry_after))
+    def fail_next(self, method: str, status: int, description: str, *, count: int = 1, **parameters: Any) -> None:
+        """Answer the next `count` calls of `method` with an error; `parameters` as Telegram's (retry_after=...)."""
+        self.failures.setdefault(method, []).append(Failure(status, description, count, parameters or None))
 
     def calls_of(self, *methods: str, chat_id: int | None = None) -> list[Call]:
         return [
@@ -188,9 +189,8 @@ class FakeTelegram:
             failure.count -= 1
             if failure.count <= 0:
                 queued.pop(0)
-            extra = {"retry_after": failure.retry_after} if failure.retry_after else None
             call.error = failure.description
-            return _error(failure.status, failure.description, extra)
+            return _error(failure.status, failure.description, failure.parameters)
         handler = getattr(self, f"_m_{method}", None)
         if handler is None:
             return _error(404, "Not Found: method not found")
@@ -242,7 +242,9 @@ class FakeTelegram:
         offset = int(params.get("offset") or 0)
         timeout = float(params.get("timeout") or 0)
         if "allowed_updates" in params:
-            self.allowed_updates_seen.append(params["allowed_updates"])
+            async with self._changed:
+                self.allowed_updates_seen.append(params["allowed_updates"])
+                self._changed.notify_all()
 
         def pending() -> list[dict[str, Any]]:
             return [u for u in self.updates if u["update_id"] >= offset]

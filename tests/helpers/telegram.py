@@ -211,11 +211,17 @@ class TelegramHarness:
             assert time.monotonic() < deadline, "bot did not start polling"
             await asyncio.sleep(0.02)
 
-    async def stop_bot(self) -> None:
+    async def stop_bot(self, *, cancel: bool = False) -> None:
+        """Stop like the command does (`stop` event), or like `likeness up` does (cancel the task)."""
         if self._bot is None:
             return
         task, stop = self._bot
         self._bot = None
+        if cancel:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(task, 15)
+            return
         stop.set()
         await asyncio.wait_for(task, 15)
 

@@ -28,7 +28,7 @@ from likeness.config import Settings
 from likeness.errors import ConfigError
 from likeness.queue import DeliveryConsumer, QueueClient
 
-__all__ = ["ALLOWED_UPDATES", "build_application", "run_telegram"]
+__all__ = ["ALLOWED_UPDATES", "build_application", "run_telegram", "serve"]
 
 log = logging.getLogger("likeness.bot.telegram")
 
@@ -84,60 +84,77 @@ async def run_telegram(
     poll_timeout_s: float = 10.0,
     claim_idle_s: float = 60.0,
 ) -> None:
-    """Run the bot until `stop` is set (the command sets it on SIGINT/SIGTERM).
+    """Run the bot with its own queue client until `stop` is set (the command sets it on SIGINT/SIGTERM)."""
+    _token(settings)
+    async with QueueClient(settings) as queue:
+        await serve(
+            settings,
+            BotCore(settings, queue),
+            stop=stop,
+            consumer_name=consumer_name,
+            poll_timeout_s=poll_timeout_s,
+            claim_idle_s=claim_idle_s,
+        )
+
+
+async def serve(
+    settings: Settings,
+    core: BotCore,
+    *,
+    stop: asyncio.Event | None = None,
+    consumer_name: str | None = None,
+    poll_timeout_s: float = 10.0,
+    claim_idle_s: float = 60.0,
+) -> None:
+    """Run the bot on an existing core (e.g. shared with other frontends) until `stop` is set or cancelled.
 
     `consumer_name` must be stable per replica (default: the host name): after a restart the replica
-    first gets the deliveries it had taken but not sent.
+    first gets the deliveries it had taken but not sent. Stopping lets the delivery in flight finish.
     """
     redact = _RedactToken(_token(settings))
     for name in _URL_LOGGERS:
         logging.getLogger(name).addFilter(redact)
+    app = build_application(settings, core)
+    progress = bot_state(app.bot_data).progress
+    name = consumer_name or socket.gethostname()
     try:
-        await _run(settings, stop or asyncio.Event(), consumer_name, poll_timeout_s, claim_idle_s)
-    finally:
-        for name in _URL_LOGGERS:
-            logging.getLogger(name).removeFilter(redact)
-
-
-async def _run(
-    settings: Settings, stop: asyncio.Event, consumer_name: str | None, poll_timeout_s: float, claim_idle_s: float
-) -> None:
-    async with QueueClient(settings) as queue:
-        core = BotCore(settings, queue)
-        app = build_application(settings, core)
-        progress = bot_state(app.bot_data).progress
-        name = consumer_name or socket.gethostname()
-        async with app, DeliveryConsumer(queue.redis, "telegram", name, claim_idle_s=claim_idle_s) as consumer:
+        async with app, DeliveryConsumer(core.queue.redis, "telegram", name, claim_idle_s=claim_idle_s) as consumer:
             try:
                 await app.bot.set_my_commands(COMMANDS)
             except TelegramError as exc:  # only the command menu is missing; the bot works
                 log.warning("could not set the command menu: %s", exc)
             await app.start()
-            assert app.updater is not None
-            if settings.telegram_webhook_url:
-                await _start_webhook(app, settings)
-            else:
-                await app.updater.start_polling(
-                    timeout=timedelta(seconds=poll_timeout_s), allowed_updates=ALLOWED_UPDATES
-                )
             deliveries = DeliverySender(app.bot, core, progress)
-            sender = asyncio.create_task(deliveries.run(consumer), name="deliveries")
-            log.info(
-                "Telegram bot @%s is running (%s)",
-                app.bot.username,
-                "webhook" if settings.telegram_webhook_url else "long polling",
-            )
+            sender = asyncio.create_task(deliveries.run(consumer), name="telegram-deliveries")
             try:
-                await stop.wait()
+                await _start_updates(app, settings, poll_timeout_s)
+                log.info(
+                    "Telegram bot @%s is running (%s)",
+                    app.bot.username,
+                    "webhook" if settings.telegram_webhook_url else "long polling",
+                )
+                await (stop or asyncio.Event()).wait()
             finally:
                 log.info("Telegram bot stopping")
                 sender.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await sender
                 await deliveries.drain()
-                await app.updater.stop()
+                if app.updater is not None and app.updater.running:
+                    await app.updater.stop()
                 await app.stop()
                 await progress.close()
+    finally:
+        for name in _URL_LOGGERS:
+            logging.getLogger(name).removeFilter(redact)
+
+
+async def _start_updates(app: Application, settings: Settings, poll_timeout_s: float) -> None:  # type: ignore[type-arg]
+    assert app.updater is not None
+    if settings.telegram_webhook_url:
+        await _start_webhook(app, settings)
+    else:
+        await app.updater.start_polling(timeout=timedelta(seconds=poll_timeout_s), allowed_updates=ALLOWED_UPDATES)
 
 
 async def _start_webhook(app: Application, settings: Settings) -> None:  # type: ignore[type-arg]

@@ -5,7 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from telegram import Bot, Chat, InlineKeyboardButton, InlineKeyboardMarkup, Message, ReplyParameters, User
+from telegram import (
+    Bot,
+    Chat,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    MaybeInaccessibleMessage,
+    Message,
+    ReplyParameters,
+    User,
+)
 from telegram.constants import MessageLimit
 from telegram.ext import ContextTypes
 
@@ -58,21 +67,20 @@ def install_state(bot_data: dict[str, object], value: BotState) -> None:
     bot_data[_STATE_KEY] = value
 
 
-def thread_of(message: Message | None) -> int | None:
+def thread_of(message: MaybeInaccessibleMessage | None) -> int | None:
     """The forum topic of a message; replies in ordinary groups also carry a thread id, which must not be reused."""
-    if message is not None and message.is_topic_message and message.message_thread_id:
+    if isinstance(message, Message) and message.is_topic_message and message.message_thread_id:
         return message.message_thread_id
     return None
 
 
-def origin_for(chat: Chat, user: User, message: Message | None) -> Origin:
-    """Where a request came from and where its answers go (the message is what answers reply to)."""
-    thread = thread_of(message)
+def origin_for(chat: Chat, user: User, message_id: int | None, thread: int | str | None) -> Origin:
+    """Where a request came from and where its answers go (`message_id` is what answers reply to)."""
     return Origin(
         platform=PLATFORM,
         chat_id=str(chat.id),
         user_id=str(user.id),
-        message_id=str(message.message_id) if message is not None else None,
+        message_id=str(message_id) if message_id is not None else None,
         thread_id=str(thread) if thread is not None else None,
     )
 

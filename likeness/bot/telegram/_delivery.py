@@ -68,7 +68,13 @@ class DeliverySender:
     async def handle(self, delivery: Delivery) -> bool:
         """Send one delivery; True when it is done with (sent, or refused for good) and may be acked."""
         try:
-            await self.send(delivery)
+            try:
+                await self.send(delivery)
+            except ChatMigrated as exc:  # the group became a supergroup: same chat, new id, old messages gone
+                moved = delivery.origin.model_copy(
+                    update={"chat_id": str(exc.new_chat_id), "message_id": None, "progress_message_id": None}
+                )
+                await self.send(delivery.model_copy(update={"origin": moved}))
         except _PERMANENT as exc:
             log.warning(
                 "delivery of job %s to chat %s refused by Telegram, dropped: %s",

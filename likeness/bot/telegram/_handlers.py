@@ -129,7 +129,8 @@ async def portrait(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     selfie = await download_selfie(attachment, st.download_limit)
     sniff_image(selfie, max_bytes=st.download_limit, max_pixels=st.settings.max_image_pixels)
     key = f"msg:{message.chat_id}:{message.message_id}"
-    await _run_job(st, context, message, origin, lambda o: st.core.portrait(o, args, selfie, key=key))
+    private = message.chat.type == ChatType.PRIVATE
+    await _run_job(st, context, origin, lambda o: st.core.portrait(o, args, selfie, key=key), private=private)
 
 
 async def reply_edit(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -145,7 +146,8 @@ async def reply_edit(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None
     await st.core.check_may_change(origin, result_id)
     instruction = message.text or ""
     key = f"msg:{message.chat_id}:{message.message_id}"
-    await _run_job(st, context, message, origin, lambda o: st.core.edit(o, result_id, instruction, key=key))
+    private = message.chat.type == ChatType.PRIVATE
+    await _run_job(st, context, origin, lambda o: st.core.edit(o, result_id, instruction, key=key), private=private)
 
 
 async def button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -154,28 +156,33 @@ async def button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     query = update.callback_query
     assert query is not None
     parsed = parse_button_id(query.data or "")
-    message = query.message if isinstance(query.message, Message) else None
-    if parsed is None or message is None:
+    if parsed is None or query.message is None:
         await query.answer("This button no longer works. Please start a new /portrait.", show_alert=True)
         return
     action, result_id = parsed
-    origin = origin_for(message.chat, query.from_user, message)
+    # Under an old result the message is inaccessible (chat and id only): the topic comes from Redis.
+    chat, message_id = query.message.chat, query.message.message_id
+    thread: int | str | None = thread_of(query.message)
+    if not query.message.is_accessible:
+        thread = await _result_thread(st, str(chat.id), result_id)
+    origin = origin_for(chat, query.from_user, message_id, thread)
     if action is Action.EDIT:
         await query.answer()
-        await send_text(context.bot, message.chat_id, EDIT_HOWTO, reply=message.message_id, thread=thread_of(message))
+        await send_text(context.bot, chat.id, EDIT_HOWTO, reply=message_id, thread=thread)
         return
     if action is Action.FULL_SIZE:
         await query.answer("📥 Sending the full-size file…")
-        await _send_full_size(st, context, message, result_id)
+        await _send_full_size(st, context, origin, result_id)
         return
     await st.core.check_may_change(origin, result_id)
     key = f"cb:{query.id}"
+    private = chat.type == ChatType.PRIVATE
     if action is Action.REROLL:
         await query.answer("🔄 Rerolling…")
-        await _run_job(st, context, message, origin, lambda o: st.core.reroll(o, result_id, key=key))
+        await _run_job(st, context, origin, lambda o: st.core.reroll(o, result_id, key=key), private=private)
     else:
         await query.answer("✨ Making variations…")
-        await _run_job(st, context, message, origin, lambda o: st.core.variations(o, result_id, key=key))
+        await _run_job(st, context, origin, lambda o: st.core.variations(o, result_id, key=key), private=private)
 
 
 async def reaction(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -192,23 +199,16 @@ async def reaction(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     result_id = await st.core.result_for_message(PLATFORM, chat_id, str(event.message_id))
     if result_id is None:
         return
-    record = await st.core.queue.get_result(result_id)
-    thread = record.origin.thread_id if record.origin.chat_id == chat_id else None
-    origin = Origin(
-        platform=PLATFORM,
-        chat_id=chat_id,
-        user_id=str(event.user.id),
-        message_id=str(event.message_id),
-        thread_id=thread,
-    )
+    # Reaction updates carry no topic: answer in the result's own topic.
+    thread = await _result_thread(st, chat_id, result_id)
+    origin = origin_for(event.chat, event.user, event.message_id, thread)
     try:
         await st.core.check_may_change(origin, result_id)
     except NotRequester:
         return  # someone else's 👎 is an opinion, not a request: no answer in the chat
     key = f"react:{chat_id}:{event.message_id}:{event.user.id}:{event.date.timestamp():.0f}"
-    progress = await send_text(context.bot, chat_id, WORKING_TEXT, reply=event.message_id, thread=thread)
     private = event.chat.type == ChatType.PRIVATE
-    await _submit(st, progress, origin, lambda o: st.core.reroll(o, result_id, key=key), private=private)
+    await _run_job(st, context, origin, lambda o: st.core.reroll(o, result_id, key=key), private=private)
 
 
 # --- the error sink ---------------------------------------------------------------------------------
@@ -241,15 +241,12 @@ async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
 
 
 async def _run_job(
-    st: BotState, context: ContextTypes.DEFAULT_TYPE, request: Message, origin: Origin, submit: Submit
+    st: BotState, context: ContextTypes.DEFAULT_TYPE, origin: Origin, submit: Submit, *, private: bool
 ) -> None:
-    """Show one progress message replying to `request`, submit, then follow the job in the background."""
-    thread = thread_of(request)
-    progress = await send_text(context.bot, request.chat_id, WORKING_TEXT, reply=request.message_id, thread=thread)
-    await _submit(st, progress, origin, submit, private=request.chat.type == ChatType.PRIVATE)
-
-
-async def _submit(st: BotState, progress: Message, origin: Origin, submit: Submit, *, private: bool) -> None:
+    """Show one progress message replying to the request, submit, then follow the job in the background."""
+    progress = await send_text(
+        context.bot, origin.chat_id, WORKING_TEXT, reply=origin.message_id, thread=origin.thread_id
+    )
     origin = origin.model_copy(update={"progress_message_id": str(progress.message_id)})
     try:
         ticket = await submit(origin)
@@ -263,17 +260,23 @@ async def _submit(st: BotState, progress: Message, origin: Origin, submit: Submi
     st.progress.start(ticket.job_id, progress.chat_id, progress.message_id, text, private=private)
 
 
-async def _send_full_size(st: BotState, context: ContextTypes.DEFAULT_TYPE, message: Message, result_id: str) -> None:
+async def _result_thread(st: BotState, chat_id: str, result_id: str) -> str | None:
+    """The forum topic a result was requested in (when asked from the same chat)."""
+    record = await st.core.queue.get_result(result_id)
+    return record.origin.thread_id if record.origin.chat_id == chat_id else None
+
+
+async def _send_full_size(st: BotState, context: ContextTypes.DEFAULT_TYPE, origin: Origin, result_id: str) -> None:
     """The original PNG(s), as documents: Telegram recompresses photos."""
     record = await st.core.queue.get_result(result_id)
     for seed, blob_id in zip(record.seeds, record.image_blob_ids, strict=False):
         data = await st.core.queue.get_image(blob_id)
         await context.bot.send_document(
-            message.chat_id,
+            int(origin.chat_id),
             data,
             filename=f"likeness-{seed}.png",
-            reply_parameters=reply_to(message.message_id),
-            message_thread_id=thread_of(message),
+            reply_parameters=reply_to(origin.message_id),
+            message_thread_id=int(origin.thread_id) if origin.thread_id else None,
         )
 
 
@@ -282,10 +285,10 @@ async def _alert(context: ContextTypes.DEFAULT_TYPE, query: CallbackQuery, text:
     try:
         await query.answer(text[:_ALERT_LIMIT], show_alert=True)
     except TelegramError:
-        message = query.message if isinstance(query.message, Message) else None
-        if message is None:
+        if query.message is None:
             raise
-        await send_text(context.bot, message.chat_id, text, reply=message.message_id, thread=thread_of(message))
+        message = query.message
+        await send_text(context.bot, message.chat.id, text, reply=message.message_id, thread=thread_of(message))
 
 
 async def _show_in(context: ContextTypes.DEFAULT_TYPE, message: Message, text: str) -> None:
@@ -309,7 +312,9 @@ async def _answer(update: Update, context: ContextTypes.DEFAULT_TYPE, text: str)
 
 def _origin(update: Update) -> Origin:
     assert update.effective_chat is not None and update.effective_user is not None
-    return origin_for(update.effective_chat, update.effective_user, update.effective_message)
+    message = update.effective_message
+    message_id = message.message_id if message is not None else None
+    return origin_for(update.effective_chat, update.effective_user, message_id, thread_of(message))
 
 
 def _addressed_to_us(text: str, username: str | None) -> bool:
