@@ -44,7 +44,9 @@ def run(ctx: BenchContext) -> BenchResult:
         "events": report.events,
         "worker_exit_codes": report.worker_exits,
         "error_texts": report.error_texts,
+        "duplicates": report.duplicates,
     }
     result.notes += [f"t={t:.1f} s: {what}" for t, what in report.events]
     result.notes += [f"error shown {n}×: {text}" for text, n in report.error_texts.items()]
+    result.notes += [f"duplicated: {' | '.join(answers)}" for answers in report.duplicates]
     return result

@@ -8,6 +8,7 @@ a killed worker's job is re-run within ~20 s. Every request must get exactly one
 from __future__ import annotations
 
 import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import WatchError
 
 from likeness.errors import QueueUnavailable
@@ -67,3 +68,23 @@ async def test_a_failed_enqueue_leaves_nothing_behind(make_settings, redis_url, 
             origin("u9"), selfie(), PortraitParams(preset="ghibli"), idempotency_key="m1"
         )
         assert not ticket.duplicate
+
+
+@pytest.mark.xfail(strict=True, reason="known bug: an accepted job is reported as failed (see report)")
+async def test_a_job_is_either_accepted_or_not_queued(make_settings, redis_url, monkeypatch):
+    """Found by the full drill (2 of 1000 requests got "⚠️ temporarily unavailable" AND a result): the connection
+    drops after `enqueue_job` succeeded, `position()`/`publish_progress` raise, the user is told it failed, and a
+    worker then runs the queued job and delivers it too."""
+    async with QueueClient(make_settings(redis_url=redis_url)) as queue:
+
+        async def dropped(*args: object, **kwargs: object) -> None:
+            raise RedisConnectionError("Connection closed by server.")
+
+        monkeypatch.setattr(queue, "position", dropped)
+        try:
+            ticket = await queue.submit_portrait(origin("u9"), selfie(), PortraitParams(preset="ghibli"))
+        except QueueUnavailable:
+            queued = await queue.redis.zrange(_keys.ARQ_QUEUE, 0, -1)
+            assert not queued, "told the user it failed, but the job is queued and will be delivered"
+        else:
+            assert await queue.redis.zscore(_keys.ARQ_QUEUE, ticket.job_id) is not None

@@ -315,6 +315,7 @@ class ChaosReport:
     worker_exits: list[int]
     error_texts: dict[str, int]
     latency_s: list[float]
+    duplicates: list[list[str]] = field(default_factory=list)  # per duplicated request: "kind: text" answers
 
     @property
     def ok(self) -> bool:
@@ -391,6 +392,11 @@ async def run_chaos(config: ChaosConfig, *, data_dir: Path, work_dir: Path) -> C
             worker_exits=pool.exits,
             error_texts=tg.error_texts(),
             latency_s=latencies,
+            duplicates=[
+                [f"{kind}: {text[:80]}" for kind, _, text in t.answers]
+                for t in tg.requests.values()
+                if len(t.answers) > 1
+            ],
         )
     finally:
         server.stop()
