@@ -262,26 +262,18 @@ class WorkerPool:
         proc.send_signal(signal.SIGKILL)
         return proc.pid
 
-    async def wait_ready(self, redis_url: str, timeout: float = 120.0) -> None:
-        """Until every worker has reported its health check (the engine is loaded)."""
-        import redis.asyncio as aioredis
-
-        client = aioredis.Redis.from_url(redis_url)
+    async def wait_ready(self, timeout: float = 120.0) -> None:
+        """Until every worker has logged "worker ready" (its engine is loaded)."""
         deadline = time.monotonic() + timeout
-        try:
-            while True:
-                logs = [(self.log_dir / f"worker-{i}.log") for i in range(1, self.starts + 1)]
-                ready = sum(1 for p in logs if p.exists() and b"worker ready" in p.read_bytes())
-                if ready >= self.size:
-                    return
-                for proc in self.procs:
-                    if proc.poll() is not None:
-                        raise RuntimeError(f"a worker exited at start; see {self.log_dir}")
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"workers not ready after {timeout} s; see {self.log_dir}")
-                await asyncio.sleep(0.2)
-        finally:
-            await client.aclose()
+        while True:
+            logs = [self.log_dir / f"worker-{i}.log" for i in range(1, self.starts + 1)]
+            if sum(1 for p in logs if p.exists() and b"worker ready" in p.read_bytes()) >= self.size:
+                return
+            if any(proc.poll() is not None for proc in self.procs):
+                raise RuntimeError(f"a worker exited at start; see {self.log_dir}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"workers not ready after {timeout} s; see {self.log_dir}")
+            await asyncio.sleep(0.2)
 
 
 def ensure_tiny_weights(data_dir: Path) -> None:
@@ -360,7 +352,7 @@ async def run_chaos(config: ChaosConfig, *, data_dir: Path, work_dir: Path) -> C
             )
             (work_dir / "logs").mkdir(parents=True, exist_ok=True)
             async with WorkerPool(env, work_dir / "logs", config.workers) as pool:
-                await pool.wait_ready(server.url)
+                await pool.wait_ready()
                 async with run_bot(settings, tg, claim_idle_s=config.claim_idle_s):
                     start = time.monotonic()
 
