@@ -122,8 +122,8 @@ async def _measure(
                     raise RuntimeError(f"job failed: {delivery.user_message}")
                 got.append(delivery)
             wall = time.perf_counter() - start
-            batch_sizes = sorted({d.result.metadata["batch_size"] for d in got if d.result}, reverse=True)  # type: ignore[misc]
-            return wall, batch_sizes  # type: ignore[return-value]
+            sizes = {int(str(d.result.metadata["batch_size"])) for d in got if d.result is not None}
+            return wall, sorted(sizes, reverse=True)
 
         await once()  # warm-up (LoRA slot, batch shapes)
         for _ in range(repeats):

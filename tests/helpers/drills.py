@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
+
 from likeness.config import Settings
 from likeness.redis_server import RedisServer
 from tests.fakes.telegram_api import FakeTelegram
@@ -71,6 +73,10 @@ class RecordingTelegram(FakeTelegram):
         self.requests: dict[tuple[int, int], Tracked] = {}
         self._progress_of: dict[tuple[int, int], tuple[int, int]] = {}  # progress message -> request
         self._albums: set[str] = set()
+
+    async def __aenter__(self) -> RecordingTelegram:
+        await super().__aenter__()
+        return self
 
     def track(self, message: dict[str, Any]) -> Tracked:
         key = (message["chat"]["id"], message["message_id"])
@@ -329,7 +335,7 @@ async def run_chaos(config: ChaosConfig, *, data_dir: Path, work_dir: Path) -> C
             settings = Settings(  # type: ignore[call-arg]
                 _env_file=None,
                 redis_url=server.url,
-                telegram_token=token,
+                telegram_token=SecretStr(token),
                 telegram_api_url=tg.api_url,
                 model="tiny",
                 data_dir=data_dir,
