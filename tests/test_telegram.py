@@ -32,6 +32,7 @@ pytestmark = pytest.mark.timeout(90)
 TOKEN = "123456:TEST-secret-token-abc"
 ALICE = user(101, "Alice")
 BOB = user(202, "Bob")
+CAROL = user(303, "Carol")
 
 
 @pytest.fixture
@@ -203,7 +204,7 @@ async def test_thumbs_down_reaction_rerolls_only_for_the_requester(h, tg):
     assert not [t for t in h.texts() if "Only the person" in t]
 
 
-async def test_non_requester_gets_a_short_alert_unless_the_chat_collaborates(h, tg, tg_settings):
+async def test_non_requester_gets_a_short_alert_unless_admins_let_the_chat_collaborate(h, tg):
     await h.start_bot()
     await h.start_worker()
     chat = tg.chat(-1003, "supergroup")
@@ -223,8 +224,34 @@ async def test_non_requester_gets_a_short_alert_unless_the_chat_collaborates(h, 
     )
     assert "Only the person who asked" in refusal[0].params["text"] and len(refusal) == 1
 
-    async with CommunitySettingsClient(tg_settings) as community:
-        await community.update("telegram", chat["id"], collaborate=True)
+    # Bob (a member) may not open the chat up; its admin may
+    tg.admins[chat["id"]] = {CAROL["id"]}
+    refused = await h.send(text_message(tg, chat, BOB, "/settings collaborate on"))
+    await tg.wait_for(
+        lambda: [
+            c
+            for c in tg.calls_of("sendMessage")
+            if _reply_id(c) == refused["message_id"] and "Only this chat's admins" in c.params["text"]
+        ]
+    )
+    usage = await h.send(text_message(tg, chat, CAROL, "/settings collaborate maybe"))
+    await tg.wait_for(
+        lambda: [
+            c
+            for c in tg.calls_of("sendMessage")
+            if _reply_id(c) == usage["message_id"] and "on|off" in c.params["text"]
+        ]
+    )
+    await h.send(text_message(tg, chat, CAROL, "/settings collaborate on"))
+    await tg.wait_for(lambda: [t for t in h.texts() if "• collaborate: on" in t])
+    private = await h.send(text_message(tg, tg.chat(202), BOB, "/settings"))
+    await tg.wait_for(
+        lambda: [
+            c
+            for c in tg.calls_of("sendMessage")
+            if _reply_id(c) == private["message_id"] and "per group" in c.params["text"]
+        ]
+    )
     await tg.inject("callback_query", callback_query(BOB, result, f"lk:reroll:{result_id}"))
     rerolled = (await tg.wait_call("sendPhoto", count=2, timeout=30))[-1]
     assert _reply_id(rerolled) == result["message_id"]

@@ -61,6 +61,8 @@ class FakeTelegram:
         self.files: dict[str, bytes] = {}
         self.downloads: list[str] = []
         self._answered: set[str] = set()
+        self.owners: dict[int, int] = {}
+        self.admins: dict[int, set[int]] = {}
         self.failures: dict[str, list[Failure]] = {}
         self._message_ids: dict[int, itertools.count[int]] = {}
         self._update_ids = itertools.count(1)
@@ -327,6 +329,29 @@ class FakeTelegram:
 
     async def _m_sendChatAction(self, params: dict[str, Any], files: dict[str, bytes]) -> Any:
         return True
+
+    async def _m_getChatMember(self, params: dict[str, Any], files: dict[str, bytes]) -> Any:
+        chat_id, user_id = int(params["chat_id"]), int(params["user_id"])
+        member = {"user": {"id": user_id, "is_bot": False, "first_name": f"user{user_id}"}}
+        if user_id == self.owners.get(chat_id):
+            return {**member, "status": "creator", "is_anonymous": False}
+        if user_id in self.admins.get(chat_id, set()):
+            rights = (
+                "can_be_edited",
+                "is_anonymous",
+                "can_manage_chat",
+                "can_delete_messages",
+                "can_manage_video_chats",
+                "can_restrict_members",
+                "can_promote_members",
+                "can_change_info",
+                "can_invite_users",
+                "can_post_stories",
+                "can_edit_stories",
+                "can_delete_stories",
+            )
+            return {**member, "status": "administrator", **dict.fromkeys(rights, False), "can_manage_chat": True}
+        return {**member, "status": "member"}
 
     async def _m_getFile(self, params: dict[str, Any], files: dict[str, bytes]) -> Any:
         file_id = params["file_id"]

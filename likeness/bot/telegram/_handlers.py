@@ -11,7 +11,7 @@ import re
 from collections.abc import Awaitable, Callable
 
 from telegram import CallbackQuery, Message, ReactionTypeEmoji, Update
-from telegram.constants import ChatType
+from telegram.constants import ChatMemberStatus, ChatType
 from telegram.error import TelegramError
 from telegram.ext import (
     Application,
@@ -41,6 +41,13 @@ WORKING_TEXT = "⏳ …"
 PORTRAIT_CAPTION = re.compile(r"^\s*/portrait(@\w+)?(\s|$)", re.IGNORECASE)
 _PHOTO_HINT = "Nice photo! To turn it into a portrait, send it with the caption /portrait <style> (see /presets)."
 _ALERT_LIMIT = 200
+# Per-chat switches chat admins may flip (`ChatSettings`); the operator's settings still bound them.
+_SETTINGS = {
+    "collaborate": "anyone may reroll or edit anyone's portraits",
+    "age_restricted": "this chat is for adults (18+)",
+    "allow_nsfw": "flagged images are sent behind a spoiler (18+ chats only, if the operator allows it)",
+}
+_SWITCH = {"on": True, "off": False, "true": True, "false": False, "yes": True, "no": False, "1": True, "0": False}
 
 Submit = Callable[[Origin], Awaitable[Ticket]]
 
@@ -67,6 +74,7 @@ def register_handlers(app: Application) -> None:  # type: ignore[type-arg]
     app.add_handler(CommandHandler("cancel", cancel_command, filters=only_new))
     app.add_handler(CommandHandler("forget", forget_command, filters=only_new))
     app.add_handler(CommandHandler("stats", stats_command, filters=only_new))
+    app.add_handler(CommandHandler("settings", settings_command, filters=only_new))
     app.add_handler(CallbackQueryHandler(button, pattern=r"^lk:"))
     app.add_handler(MessageReactionHandler(reaction))
     app.add_handler(MessageHandler(only_new & filters.REPLY & filters.TEXT & ~filters.COMMAND, reply_edit))
@@ -102,6 +110,28 @@ async def forget_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> 
 async def stats_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """/stats: queue and safety numbers, for admins."""
     await _answer(update, context, await state(context).core.stats(_origin(update)))
+
+
+async def settings_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """/settings [name on|off]: this group's settings; chat admins change them (e.g. collaborate)."""
+    st = state(context)
+    message, chat, user = update.effective_message, update.effective_chat, update.effective_user
+    assert message is not None and chat is not None and user is not None
+    if chat.type == ChatType.PRIVATE:
+        raise UserError(message="Settings are per group: use /settings in the group you want to change.")
+    words = (message.text or "").split()[1:]
+    if words:
+        name, value = _setting_change(words)
+        if not st.core.access.is_admin(str(user.id)) and not await _is_chat_admin(context, chat.id, user.id):
+            raise UserError(message="Only this chat's admins can change its settings.")
+        await st.core.community.update(PLATFORM, str(chat.id), **{name: value})
+    current = await st.core.chat_settings(PLATFORM, str(chat.id))
+    lines = ["⚙️ Settings for this chat:"]
+    lines += [
+        f"• {name}: {'on' if getattr(current, name) else 'off'} — {meaning}" for name, meaning in _SETTINGS.items()
+    ]
+    lines.append("Admins change them with /settings <name> on|off, e.g. /settings collaborate on")
+    await _answer(update, context, "\n".join(lines))
 
 
 async def photo_hint(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -315,6 +345,19 @@ def _origin(update: Update) -> Origin:
     message = update.effective_message
     message_id = message.message_id if message is not None else None
     return origin_for(update.effective_chat, update.effective_user, message_id, thread_of(message))
+
+
+def _setting_change(words: list[str]) -> tuple[str, bool]:
+    name = words[0].lower()
+    value = _SWITCH.get(words[1].lower()) if len(words) == 2 else None
+    if name not in _SETTINGS or value is None:
+        raise UserError(message=f"Use /settings <name> on|off with one of: {', '.join(_SETTINGS)}.")
+    return name, value
+
+
+async def _is_chat_admin(context: ContextTypes.DEFAULT_TYPE, chat_id: int, user_id: int) -> bool:
+    member = await context.bot.get_chat_member(chat_id, user_id)
+    return member.status in (ChatMemberStatus.OWNER, ChatMemberStatus.ADMINISTRATOR)
 
 
 def _addressed_to_us(text: str, username: str | None) -> bool:
