@@ -69,14 +69,22 @@ class BotCore:
 
     # --- requests ----------------------------------------------------------------------------------
 
-    async def portrait(self, origin: Origin, args: PortraitArgs, selfie: bytes | None) -> Ticket:
-        """Check and enqueue a portrait; `UserError`s explain what to fix."""
+    async def portrait(
+        self, origin: Origin, args: PortraitArgs, selfie: bytes | None, *, key: str | None = None
+    ) -> Ticket:
+        """Check and enqueue a portrait; `UserError`s explain what to fix.
+
+        `key` (e.g. the request message id) makes a repeated event (a platform re-sending an update after a
+        restart) return the first job's ticket, marked `duplicate`, instead of a second job.
+        """
         self._admit(origin)
         if selfie is None:
             raise UserError(message=NEED_SELFIE)
         await self._screen(origin, args.prompt)
         params = PortraitParams(preset=args.preset, prompt=args.prompt, format=args.format, count=args.count)
-        ticket = await self.queue.submit_portrait(origin, selfie, params)
+        ticket = await self.queue.submit_portrait(origin, selfie, params, idempotency_key=key)
+        if ticket.duplicate:
+            return ticket
         detail = f"portrait {args.preset} {args.prompt}".strip()
         await self.abuse.record("request", origin.user_id, origin.platform, origin.chat_id, ticket.job_id, detail)
         return ticket
@@ -109,6 +117,12 @@ class BotCore:
         await self._screen(origin, instruction)
         await self._check_owner(origin, result_id)
         return await self.queue.submit_edit(origin, result_id, instruction, mask, idempotency_key=key)
+
+    async def check_may_change(self, origin: Origin, result_id: str) -> None:
+        """Raise (`NotAllowed`, `NotRequester`, `ResultExpired`, ...) unless `origin`'s user may reroll or edit
+        `result_id`: lets a frontend refuse a button press quietly before it shows any progress."""
+        self._admit(origin)
+        await self._check_owner(origin, result_id)
 
     async def cancel(self, origin: Origin) -> str:
         cancelled = await self.queue.cancel(origin.user_id)
@@ -147,8 +161,9 @@ class BotCore:
     async def link_message(self, platform: str, chat_id: str, message_id: str, result_id: str) -> None:
         await self.links.link(platform, chat_id, message_id, result_id)
 
-    async def chat_settings(self, origin: Origin) -> ChatSettings:
-        return await self.community.get(origin.platform, _community(origin))
+    async def chat_settings(self, platform: str, community_id: str) -> ChatSettings:
+        """A chat's (or Discord server's) own settings: collaboration, NSFW opt-in, extra blocked words."""
+        return await self.community.get(platform, community_id)
 
     # --- progress and delivery ---------------------------------------------------------------------
 

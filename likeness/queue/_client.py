@@ -24,7 +24,7 @@ from redis.asyncio import ConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import ResponseError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from likeness.config import Settings
@@ -57,7 +57,9 @@ __all__ = ["QueueClient"]
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
-_REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+# WatchError: arq's enqueue_job WATCHes the job key and handles a real conflict itself; one that escapes is
+# redis-py reporting a connection lost while watching (Redis restarting).
+_REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, WatchError, ConnectionError, OSError)
 
 # KEYS: arq queue, arq in-progress key, arq job key. ARGV: job id. Removes a job that has not started.
 _REMOVE_QUEUED = """
