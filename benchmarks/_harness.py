@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import signal
 from collections.abc import AsyncIterator
@@ -16,13 +17,25 @@ from likeness.config import Settings
 from likeness.queue import Origin
 from likeness.queue._worker import worker_settings
 
-__all__ = ["in_process_worker", "origin", "selfie_bytes"]
+__all__ = ["in_process_worker", "origin", "selfie_bytes", "selfie_image"]
 
 
-def selfie_bytes(color: str = "peachpuff", size: int = 96) -> bytes:
-    """A small PNG upload (the tiny engine has no face check)."""
+@functools.cache
+def _astronaut() -> Image.Image:
+    from skimage import data  # a real face that ships with scikit-image (the test extra)
+
+    return Image.fromarray(data.astronaut()).convert("RGB").resize((256, 256))
+
+
+def selfie_image() -> Image.Image:
+    """A real face photo (the engine analyses every selfie), 256²."""
+    return _astronaut().copy()
+
+
+def selfie_bytes() -> bytes:
+    """`selfie_image` as a JPEG upload."""
     buf = io.BytesIO()
-    Image.new("RGB", (size, size), color).save(buf, "PNG")
+    selfie_image().save(buf, "JPEG", quality=90)
     return buf.getvalue()
 
 

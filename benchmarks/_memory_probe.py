@@ -39,6 +39,7 @@ def main(data_dir: Path) -> dict[str, Any]:
 
     torch.set_num_threads(1)
     from benchmarks._common import quiet_libraries, tiny_settings
+    from benchmarks._harness import selfie_image
 
     quiet_libraries()
     from PIL import Image
@@ -54,7 +55,7 @@ def main(data_dir: Path) -> dict[str, Any]:
         for p in m.parameters()
     ) / 2**20  # fmt: skip
     base = _storages(model.pipe)
-    selfie = Image.new("RGB", (96, 96), "peachpuff")
+    selfie = selfie_image()
     init = Image.new("RGB", (64, 64), "lightblue")
     mask = Image.new("L", (64, 64), 0)
     mask.paste(255, (16, 16, 48, 48))

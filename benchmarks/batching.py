@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from benchmarks._common import BenchContext, BenchResult, Target, tiny_settings
-from benchmarks._harness import in_process_worker, origin, selfie_bytes
+from benchmarks._harness import in_process_worker, origin, selfie_bytes, selfie_image
 
 NAME = "batching"
 TITLE = "Micro-batching: N concurrent compatible requests, max_batch=N vs max_batch=1 (tiny model, CPU)"
@@ -57,11 +57,10 @@ async def _run(ctx: BenchContext) -> BenchResult:
 
 def _engine_only(engine: Any, n: int, repeats: int) -> dict[str, Any]:
     """The engine's own batching gain, for reference: N single calls vs one batched call (same requests)."""
-    from PIL import Image
 
     from likeness.generation import PortraitRequest
 
-    selfie = Image.new("RGB", (96, 96), "peachpuff")
+    selfie = selfie_image()
     requests = [
         PortraitRequest(selfie=selfie, preset=engine.presets.resolve(PRESET), seeds=(1000 + i,)) for i in range(n)
     ]

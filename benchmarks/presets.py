@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from benchmarks._common import BenchContext, BenchResult, Target, summary_ms
+from benchmarks._harness import selfie_image
 
 NAME = "presets"
 TITLE = "Preset switching: another LoRA (hot-swap / cached slot) vs the same preset (tiny model, CPU)"
@@ -25,7 +26,6 @@ BASE = "ghibli"
 
 
 def run(ctx: BenchContext) -> BenchResult:
-    from PIL import Image
 
     from likeness.generation import PortraitRequest
 
@@ -36,7 +36,7 @@ def run(ctx: BenchContext) -> BenchResult:
     variants = [base.model_copy(update={"loras": p.loras}) for p in lora_presets]
     if len(variants) <= model.loras.capacity:
         raise RuntimeError(f"need more than {model.loras.capacity} LoRA presets to force hot-swaps")
-    selfie = Image.new("RGB", (96, 96), "peachpuff")
+    selfie = selfie_image()
     rounds = 6 if ctx.quick else 24
 
     activate_s: list[float] = []

@@ -8,6 +8,7 @@ Limits and fair ordering: `_admission.py`.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import hashlib
@@ -60,6 +61,8 @@ _T = TypeVar("_T")
 # WatchError: arq's enqueue_job WATCHes the job key and handles a real conflict itself; one that escapes is
 # redis-py reporting a connection lost while watching (Redis restarting).
 _REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, WatchError, ConnectionError, OSError)
+
+_ENQUEUE_RETRIES_S = (0.1, 0.3, 1.0, 2.0)
 
 # KEYS: arq queue, arq in-progress key, arq job key. ARGV: job id. Removes a job that has not started.
 _REMOVE_QUEUED = """
@@ -427,15 +430,7 @@ class QueueClient:
             pipe.expire(_keys.stats_jobs(_keys.today()), 2 * _keys.DAY_S)
             await pipe.execute()
         try:
-            await self.redis.enqueue_job(
-                _keys.ARQ_FUNCTION,
-                payload.job_id,
-                _job_id=payload.job_id,
-                _defer_until=datetime.fromtimestamp(score_ms / 1000, tz=UTC),
-                # arq drops a job whose key expired without running it: keep it past the selfie's TTL, so
-                # a very late job still runs and answers "expired" instead of vanishing.
-                _expires=self.settings.selfie_ttl_s + 3600,
-            )
+            await self._enqueue_arq(payload.job_id, score_ms)
         except Exception:
             if not await self._queued_anyway(payload.job_id, user):
                 raise
@@ -449,6 +444,26 @@ class QueueClient:
                 self.redis, ProgressEvent(job_id=payload.job_id, stage="queued", position=position, eta_s=eta)
             )
         return Ticket(job_id=payload.job_id, position=position, eta_s=eta)
+
+    async def _enqueue_arq(self, job_id: str, score_ms: int) -> None:
+        """Hand the job to arq, riding out a short Redis outage (a restart): the job id makes repeats safe,
+        and a repeat that finds the job already there means an earlier try got through."""
+        for delay in (*_ENQUEUE_RETRIES_S, None):
+            try:
+                await self.redis.enqueue_job(
+                    _keys.ARQ_FUNCTION,
+                    job_id,
+                    _job_id=job_id,
+                    _defer_until=datetime.fromtimestamp(score_ms / 1000, tz=UTC),
+                    # arq drops a job whose key expired without running it: keep it past the selfie's TTL,
+                    # so a very late job still runs and answers "expired" instead of vanishing.
+                    _expires=self.settings.selfie_ttl_s + 3600,
+                )
+                return
+            except _REDIS_DOWN:
+                if delay is None:
+                    raise
+                await asyncio.sleep(delay)
 
     async def _queued_anyway(self, job_id: str, user: str) -> bool:
         """After a failed enqueue: True if arq got the job before the connection dropped; else take back

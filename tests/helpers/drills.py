@@ -28,7 +28,8 @@ from pydantic import SecretStr
 from likeness.config import Settings
 from likeness.redis_server import RedisServer
 from tests.fakes.telegram_api import FakeTelegram
-from tests.helpers.telegram import image_bytes, photo_message, user
+from tests.helpers.faces import astronaut, jpeg_with_exif
+from tests.helpers.telegram import photo_message, user
 
 __all__ = [
     "ChaosConfig",
@@ -174,7 +175,7 @@ async def simulate_users(
     first_user_id: int = 5000,
 ) -> None:
     """`users` people share `requests` requests; each sends one, waits for its answer (or the timeout), repeats."""
-    selfie = image_bytes()
+    selfie = jpeg_with_exif(astronaut())
     per_user = [requests // users + (1 if i < requests % users else 0) for i in range(users)]
 
     async def one_user(index: int, count: int) -> None:
