@@ -176,6 +176,18 @@ async def test_buttons_reroll_edit_variations_full_size(h, tg):
     assert len({album.files[m["media"].removeprefix("attach://")] for m in album.params["media"]}) == 4
     keyboard = await tg.wait_for(lambda: [c for c in tg.calls_of("sendMessage") if _buttons(c)])
     assert [b.split(":")[1] for b in _buttons(keyboard[0])] == ["reroll", "edit", "vary", "full"]
+    # every photo of the album is linked to the result: a reply to the third one is an edit of it
+    await tg.wait_call("deleteMessage", count=3)  # the progress message goes once all links are stored
+    third = tg.messages[(101, album.result[2]["message_id"])]
+    edit = await h.send(text_message(tg, chat, ALICE, "add sunglasses", reply_to=third))
+    await tg.wait_for(
+        lambda: [
+            c
+            for c in tg.calls_of("sendMessage")
+            if _reply_id(c) == edit["message_id"] and "Edits are not available" in c.params["text"]
+        ],
+        timeout=30,
+    )
 
     await tg.inject("callback_query", callback_query(ALICE, result, f"lk:full:{result_id}"))
     document = (await tg.wait_call("sendDocument"))[-1]
