@@ -30,9 +30,12 @@ __all__ = [
     "assert_no_unexpected_errors",
     "callback_query",
     "document_message",
+    "edit_answer",
+    "harness",
     "image_bytes",
     "photo_message",
     "reaction",
+    "shared_tiny_engine",
     "text_message",
     "user",
 ]
@@ -290,3 +293,18 @@ def assert_no_unexpected_errors(caplog: Any) -> None:
         if r.levelno >= logging.ERROR and r.name.startswith(("likeness.bot", "telegram"))
     ]
     assert not bad, bad
+
+
+def edit_answer(tg: FakeTelegram, edit: dict[str, Any]) -> Any:
+    """The bot's final answer to an edit request `edit`: the edited image (a photo replying to it, with the
+    result buttons) or, while the engine has no edits, the worker's clear refusal. None until it came."""
+    for call in tg.calls_of("sendPhoto", "sendMessage"):
+        reply = call.params.get("reply_parameters")
+        if not reply or int(reply["message_id"]) != edit["message_id"]:
+            continue
+        if call.method == "sendPhoto":
+            assert call.params.get("reply_markup"), "an edited image comes with the buttons"
+            return call
+        if "Edits are not available yet" in call.params["text"]:
+            return call
+    return None
