@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from arq.worker import Worker
-from PIL import Image
 
 from likeness.bot.telegram import run_telegram
 from likeness.config import Settings
 from likeness.queue._worker import worker_settings
 from tests.fakes.telegram_api import FakeTelegram
+from tests.helpers.faces import astronaut
 
 __all__ = [
     "TelegramHarness",
@@ -47,10 +47,13 @@ def user(user_id: int, name: str = "") -> dict[str, Any]:
     return {"id": user_id, "is_bot": False, "first_name": name or f"user{user_id}"}
 
 
-def image_bytes(color: str = "peachpuff", size: int = 96, fmt: str = "JPEG") -> bytes:
-    """A small selfie stand-in (the tiny engine has no face check yet)."""
+def image_bytes(size: int | None = None, fmt: str = "JPEG") -> bytes:
+    """A selfie: a real face photo (the engine analyses every selfie), optionally shrunk (thumbnails)."""
+    image = astronaut()
+    if size is not None:
+        image = image.resize((size, size))
     buf = io.BytesIO()
-    Image.new("RGB", (size, size), color).save(buf, fmt)
+    image.save(buf, fmt)
     return buf.getvalue()
 
 
