@@ -13,6 +13,8 @@ import pytest
 from likeness.config import Settings
 from likeness.redis_server import INSTALL_HINT, RedisServer
 
+pytest_plugins = ["tests.helpers.telegram_fixtures"]
+
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,16 +13,14 @@ from likeness.bot.telegram import ALLOWED_UPDATES
 from likeness.queue._community import CommunitySettings
 from tests.fakes.telegram_api import Call, FakeTelegram
 from tests.helpers.telegram import (
+    TOKEN,
     TelegramHarness,
-    assert_no_unexpected_errors,
     callback_query,
     document_message,
     edit_answer,
-    harness,
     image_bytes,
     photo_message,
     reaction,
-    shared_tiny_engine,
     text_message,
     user,
 )
@@ -30,28 +28,9 @@ from tests.helpers.telegram import (
 pytest.importorskip("diffusers")
 pytestmark = pytest.mark.timeout(90)
 
-TOKEN = "123456:TEST-secret-token-abc"
 ALICE = user(101, "Alice")
 BOB = user(202, "Bob")
 CAROL = user(303, "Carol")
-
-
-@pytest.fixture
-async def tg():
-    async with FakeTelegram(TOKEN) as server:
-        yield server
-
-
-@pytest.fixture
-def tg_settings(make_settings, redis_url, tg):
-    return make_settings(redis_url=redis_url, telegram_token=TOKEN, telegram_api_url=tg.api_url, job_timeout_s=60)
-
-
-@pytest.fixture
-async def h(tg, tg_settings, shared_data_dir, caplog):
-    async with harness(tg, tg_settings, shared_tiny_engine(shared_data_dir)) as running:
-        yield running
-    assert_no_unexpected_errors(caplog)
 
 
 def _reply_id(call: Call) -> int | None:

@@ -11,42 +11,21 @@ from PIL import Image
 from likeness.bot._texts import HELP
 from likeness.errors import NoFace
 from likeness.redis_server import RedisServer
-from tests.fakes.telegram_api import FakeTelegram
 from tests.helpers.faces import coffee
 from tests.helpers.telegram import (
-    assert_no_unexpected_errors,
+    TOKEN,
     document_message,
     harness,
     image_bytes,
     photo_message,
-    shared_tiny_engine,
     text_message,
     user,
 )
 
 pytestmark = pytest.mark.timeout(90)
 
-TOKEN = "654321:TEST-bad-input-token"
 ALICE = user(101, "Alice")
 BOB = user(202, "Bob")
-
-
-@pytest.fixture
-async def tg():
-    async with FakeTelegram(TOKEN) as server:
-        yield server
-
-
-@pytest.fixture
-def tg_settings(make_settings, redis_url, tg):
-    return make_settings(redis_url=redis_url, telegram_token=TOKEN, telegram_api_url=tg.api_url, job_timeout_s=60)
-
-
-@pytest.fixture
-async def h(tg, tg_settings, shared_data_dir, caplog):
-    async with harness(tg, tg_settings, shared_tiny_engine(shared_data_dir)) as running:
-        yield running
-    assert_no_unexpected_errors(caplog)
 
 
 async def _answer(h, request: dict, *, timeout: float = 15.0) -> str:
@@ -171,11 +150,11 @@ async def test_a_failed_job_from_the_worker_is_answered_with_its_reason(h, tg, t
 
 
 async def test_redis_down_is_temporarily_unavailable_and_the_bot_recovers(
-    tg, make_settings, shared_data_dir, tmp_path, caplog
+    tg, make_settings, tiny_engine, tmp_path, caplog
 ):
     with RedisServer(tmp_path / "redis", appendonly=True) as server:
         settings = make_settings(redis_url=server.url, telegram_token=TOKEN, telegram_api_url=tg.api_url)
-        async with harness(tg, settings, shared_tiny_engine(shared_data_dir)) as h:
+        async with harness(tg, settings, tiny_engine) as h:
             await h.start_bot()
             chat = tg.chat(101)
             server.stop()

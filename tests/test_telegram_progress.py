@@ -12,10 +12,9 @@ from telegram import Bot
 
 from likeness.bot.telegram._progress import GROUP_EDIT_INTERVAL_S, PRIVATE_EDIT_INTERVAL_S, ProgressTracker
 from tests.fakes.telegram_api import FakeTelegram
+from tests.helpers.telegram import TOKEN
 
 pytestmark = pytest.mark.timeout(30)
-
-TOKEN = "424242:TEST-progress-token"
 
 
 class ScriptedCore:

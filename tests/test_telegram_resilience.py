@@ -17,41 +17,24 @@ import redis.asyncio as aioredis
 from likeness.bot._texts import HELP
 from likeness.bot.telegram import BOT_API_DOWNLOAD_LIMIT, download_limit
 from likeness.redis_server import free_port
-from tests.fakes.telegram_api import FakeTelegram
 from tests.helpers.telegram import (
+    TOKEN,
     assert_no_unexpected_errors,
     callback_query,
     edit_answer,
     harness,
     photo_message,
-    shared_tiny_engine,
     text_message,
     user,
 )
 
 pytestmark = pytest.mark.timeout(90)
 
-TOKEN = "777777:TEST-resilience-token"
 ALICE = user(101, "Alice")
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-async def tg():
-    async with FakeTelegram(TOKEN) as server:
-        yield server
-
-
-@pytest.fixture
-def tg_settings(make_settings, redis_url, tg):
-    return make_settings(redis_url=redis_url, telegram_token=TOKEN, telegram_api_url=tg.api_url, job_timeout_s=60)
-
-
-@pytest.fixture
-async def h(tg, tg_settings, shared_data_dir, caplog):
-    async with harness(tg, tg_settings, shared_tiny_engine(shared_data_dir), claim_idle_s=1.0) as running:
-        yield running
-    assert_no_unexpected_errors(caplog)
+TELEGRAM_HARNESS = {"claim_idle_s": 1.0}
 
 
 async def _pending(settings) -> int:
@@ -139,12 +122,12 @@ async def test_permanent_send_failure_is_dropped_without_a_loop(h, tg, tg_settin
     assert await _pending(tg_settings) == 0
 
 
-async def test_webhook_mode_registers_and_serves_only_telegram(tg, tg_settings, shared_data_dir, caplog):
+async def test_webhook_mode_registers_and_serves_only_telegram(tg, tg_settings, tiny_engine, caplog):
     port = free_port()
     settings = tg_settings.model_copy(
         update={"telegram_webhook_url": "https://bot.example.test/tg/hook", "telegram_webhook_port": port}
     )
-    async with harness(tg, settings, shared_tiny_engine(shared_data_dir)) as h:
+    async with harness(tg, settings, tiny_engine) as h:
         await h.start_bot(ready=lambda: tg.webhook is not None)
         assert tg.webhook["url"] == "https://bot.example.test/tg/hook"
         assert "message_reaction" in tg.webhook["allowed_updates"]

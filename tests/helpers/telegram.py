@@ -25,7 +25,10 @@ from likeness.queue._worker import worker_settings
 from tests.fakes.telegram_api import FakeTelegram
 from tests.helpers.faces import astronaut
 
+TOKEN = "123456:TEST-secret-token-abc"
+
 __all__ = [
+    "TOKEN",
     "TelegramHarness",
     "assert_no_unexpected_errors",
     "callback_query",
@@ -35,7 +38,6 @@ __all__ = [
     "image_bytes",
     "photo_message",
     "reaction",
-    "shared_tiny_engine",
     "text_message",
     "user",
 ]
@@ -272,20 +274,6 @@ async def harness(tg: FakeTelegram, settings: Settings, engine: Any, **kwargs: A
         yield h
     finally:
         await h.close()
-
-
-_ENGINES: dict[str, Any] = {}
-
-
-def shared_tiny_engine(data_dir: Any) -> Any:
-    """The tiny engine, loaded once per test session (it takes seconds; tests only need its outputs)."""
-    key = str(data_dir)
-    if key not in _ENGINES:
-        from likeness.generation import Engine
-
-        settings = Settings(_env_file=None, model="tiny", device="cpu", dtype="float32", data_dir=data_dir)  # type: ignore[call-arg]
-        _ENGINES[key] = Engine.load(settings)
-    return _ENGINES[key]
 
 
 def assert_no_unexpected_errors(caplog: Any) -> None:
