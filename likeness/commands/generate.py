@@ -1,14 +1,122 @@
-"""`likeness generate`: not built yet (issue 2, generation engine)."""
+"""`likeness generate SELFIE --preset ghibli -o out/`: portraits on this machine, no Redis, no bots.
+
+With `LIKENESS_MODEL=tiny` it runs offline on a CPU in seconds (noise-like pictures, for trying the
+plumbing); real models need their weights (`likeness models pull`) and preferably a GPU.
+"""
 
 from __future__ import annotations
 
 import argparse
+import re
+import secrets
+import sys
+from pathlib import Path
 
-from likeness.commands._placeholder import no_arguments as add_arguments
-from likeness.commands._placeholder import not_built
+from pydantic import ValidationError
+
+from likeness.config import Settings
+from likeness.errors import LikenessError, UserError
 
 __all__ = ["add_arguments", "run"]
 
+MAX_IMAGES = 16
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of `likeness generate`."""
+    parser.add_argument("selfie", type=Path, help="photo of one person (JPEG, PNG or WebP)")
+    parser.add_argument("--preset", default="ghibli", help="preset or fusion, e.g. ghibli or ghibli:0.7+headshot:0.3")
+    parser.add_argument("--prompt", default="", help="extra words for the picture, e.g. 'on a mountain at dusk'")
+    parser.add_argument("--format", default=None, help="square, linkedin, instagram, story, youtube or banner")
+    parser.add_argument("--seed", type=int, default=None, help="seed of the first image (default: random)")
+    parser.add_argument("-n", "--count", type=int, default=1, help=f"number of images (1-{MAX_IMAGES})")
+    parser.add_argument("--identity", type=float, default=None, help="identity strength 0-1.5 (default: preset's)")
+    parser.add_argument("-o", "--output", type=Path, default=Path("."), help="output folder (created if missing)")
+
 
 def run(args: argparse.Namespace) -> int:
-    return not_built("generate", "issue 2")
+    """Validate everything cheap first, then load the model, generate, write PNGs and print their paths."""
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        return _fail(f"invalid configuration: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}")
+    try:
+        return _generate(args, settings)
+    except LikenessError as exc:
+        # Operators run this command: service and config errors show their real reason.
+        return _fail(exc.user_message if isinstance(exc, UserError) else str(exc))
+
+
+def _generate(args: argparse.Namespace, settings: Settings) -> int:
+    from likeness.errors import PromptTooLong
+    from likeness.images import encode_image, load_image
+    from likeness.presets import PresetCatalog, get_format
+
+    if not 1 <= args.count <= MAX_IMAGES:
+        return _fail(f"--count must be between 1 and {MAX_IMAGES}")
+    if args.seed is not None and not 0 <= args.seed < 2**63 - MAX_IMAGES:
+        return _fail("--seed must be a non-negative integer below 2**63")
+    if args.identity is not None and not 0.0 <= args.identity <= 1.5:
+        return _fail("--identity must be between 0 and 1.5")
+    if len(args.prompt) > settings.max_prompt_chars:
+        raise PromptTooLong(length=len(args.prompt), limit=settings.max_prompt_chars)
+    if args.format is not None:
+        get_format(args.format)
+    # The same catalog the engine loads; resolving first reports a bad preset before the slow load.
+    preset = PresetCatalog.load(settings.presets_dir).resolve(args.preset)
+    try:
+        data = args.selfie.read_bytes()
+    except OSError as exc:
+        return _fail(f"cannot read {args.selfie}: {exc.strerror or exc}")
+    selfie = load_image(data, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_image_pixels)
+    try:
+        args.output.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return _fail(f"cannot create {args.output}: {exc.strerror or exc}")
+
+    _quiet_libraries()
+    from likeness.generation import Engine, PortraitRequest
+
+    first = secrets.randbelow(2**32) if args.seed is None else args.seed
+    seeds = tuple(range(first, first + args.count))
+    engine = Engine.load(settings)
+    try:
+        request = PortraitRequest(
+            selfie=selfie,
+            preset=preset,
+            prompt=args.prompt,
+            format=args.format,
+            seeds=seeds,
+            identity_scale=args.identity,
+        )
+        result = engine.portrait(request, progress=_progress if sys.stderr.isatty() else None)
+    finally:
+        engine.close()
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+    label = re.sub(r"[^A-Za-z0-9-]+", "_", preset.spec).strip("_")
+    for seed, image in zip(result.seeds, result.images, strict=True):
+        path = args.output / f"{args.selfie.stem}-{label}-{seed}.png"
+        path.write_bytes(encode_image(image, "png"))
+        print(path)
+    return 0
+
+
+def _progress(step: int, total: int) -> None:
+    print(f"\rstep {step}/{total}", end="", file=sys.stderr, flush=True)
+
+
+def _quiet_libraries() -> None:
+    """Library progress bars and advice would bury the output paths; errors still show."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.set_verbosity_error()
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
+
+
+def _fail(message: str) -> int:
+    print(f"likeness generate: error: {message}", file=sys.stderr)
+    return 1

@@ -1,14 +1,56 @@
-"""`likeness worker`: not built yet (issue 4)."""
+"""`likeness worker`: serve the queue with the generation engine (needs the `worker` extra)."""
 
 from __future__ import annotations
 
 import argparse
+import logging
+from typing import TYPE_CHECKING
 
-from likeness.commands._placeholder import no_arguments as add_arguments
-from likeness.commands._placeholder import not_built
+if TYPE_CHECKING:
+    from likeness.config import Settings
 
 __all__ = ["add_arguments", "run"]
 
 
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--check", action="store_true", help="Health check: exit 0 if a worker reported in the last minute"
+    )
+
+
 def run(args: argparse.Namespace) -> int:
-    return not_built("worker", "issue 4")
+    from likeness.config import Settings
+
+    settings = Settings()
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.check:
+        import asyncio
+
+        return asyncio.run(_check(settings))
+    from likeness.queue._worker import run_worker
+
+    run_worker(settings)
+    return 0
+
+
+async def _check(settings: Settings) -> int:
+    from arq.connections import create_pool
+    from arq.constants import default_queue_name, health_check_key_suffix
+    from redis.exceptions import RedisError
+
+    from likeness.queue._worker import worker_settings
+
+    try:
+        redis = await create_pool(worker_settings(settings)["redis_settings"], retry=0)
+        try:
+            value = await redis.get(default_queue_name + health_check_key_suffix)
+        finally:
+            await redis.aclose()
+    except (RedisError, OSError) as exc:
+        print(f"Redis is not reachable: {exc}")
+        return 1
+    if value is None:
+        print("No worker has reported recently.")
+        return 1
+    print(value.decode())
+    return 0

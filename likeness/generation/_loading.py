@@ -1,0 +1,237 @@
+"""Loading a model spec into diffusers pipelines: device, dtype, identity adapter, LoRAs, schedulers.
+
+The base model is loaded once per process. Style LoRAs live in a few named adapter slots: a preset
+switch activates cached slots with `set_adapters`, and a LoRA that is not cached replaces the least
+recently used slot in place (`hotswap`), so switching presets never reloads the checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from likeness.config import Settings
+from likeness.errors import ModelUnavailable
+from likeness.generation._registry import ModelSpec
+from likeness.generation._tiny import (
+    ADAPTER_FILE,
+    ADAPTER_SUBFOLDER,
+    ENCODER_SUBFOLDER,
+    LORA_FILE,
+    ensure_tiny_lora,
+    ensure_tiny_model,
+)
+from likeness.presets import LoraRef
+
+__all__ = ["LoadedModel", "LoraBank", "load_model", "make_scheduler", "resolve_device", "resolve_dtype"]
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+
+
+def resolve_device(settings: Settings) -> torch.device:
+    """`auto` picks CUDA, then Apple MPS, then the CPU."""
+    if settings.device != "auto":
+        return torch.device(settings.device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def resolve_dtype(settings: Settings, device: torch.device) -> torch.dtype:
+    """`auto` is float16 on accelerators and float32 on the CPU (CPU half precision is slow and lossy)."""
+    if settings.dtype != "auto":
+        return _DTYPES[settings.dtype]
+    return torch.float32 if device.type == "cpu" else torch.float16
+
+
+# name -> (diffusers class name, extra config) for the preset schema's scheduler names.
+_SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "euler": ("EulerDiscreteScheduler", {}),
+    "euler_a": ("EulerAncestralDiscreteScheduler", {}),
+    "dpmpp_2m": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}),
+    "dpmpp_2m_karras": (
+        "DPMSolverMultistepScheduler",
+        {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": True},
+    ),
+    "ddim": ("DDIMScheduler", {}),
+    "unipc": ("UniPCMultistepScheduler", {}),
+}
+
+
+def make_scheduler(name: str, default: Any) -> Any:
+    """A fresh scheduler called `name` built from the checkpoint's own scheduler config (`default` keeps it)."""
+    import diffusers
+
+    if name == "default":
+        return type(default).from_config(default.config)
+    class_name, extra = _SCHEDULERS[name]
+    return getattr(diffusers, class_name).from_config(default.config, **extra)
+
+
+@dataclass
+class LoadedModel:
+    """A loaded model: the text-to-image pipeline plus img2img/inpaint pipelines sharing its modules."""
+
+    spec: ModelSpec
+    device: torch.device
+    dtype: torch.dtype
+    pipe: Any
+    img2img: Any
+    inpaint: Any
+    loras: LoraBank
+    base_scheduler: Any
+
+
+def load_model(settings: Settings, spec: ModelSpec, lora_sources: list[str]) -> LoadedModel:
+    """Load `spec` (building the tiny weights first when it is a tiny model); `ModelUnavailable` if it can't."""
+    from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting, AutoPipelineForText2Image
+
+    device = resolve_device(settings)
+    dtype = resolve_dtype(settings, device)
+    checkpoint, adapter_repo, encoder_repo = spec.checkpoint, spec.identity_adapter.repo, spec.image_encoder.repo
+    adapter_sub, adapter_file = spec.identity_adapter.subfolder, spec.identity_adapter.weight_name
+    encoder_sub = spec.image_encoder.subfolder
+    tiny_root: Path | None = None
+    try:
+        if spec.tiny:
+            tiny_root = ensure_tiny_model(settings.data_dir, spec.family, lora_sources)
+            checkpoint = str(tiny_root / "checkpoint")
+            adapter_repo = encoder_repo = str(tiny_root / "ip-adapter")
+            adapter_sub, adapter_file, encoder_sub = ADAPTER_SUBFOLDER, ADAPTER_FILE, ENCODER_SUBFOLDER
+        kwargs: dict[str, Any] = {_diffusers_dtype_kw(): dtype}
+        if spec.variant:
+            kwargs["variant"] = spec.variant
+        if spec.vae:
+            from diffusers import AutoencoderKL
+
+            kwargs["vae"] = AutoencoderKL.from_pretrained(spec.vae, **{_diffusers_dtype_kw(): dtype})
+        pipe = AutoPipelineForText2Image.from_pretrained(checkpoint, **kwargs)
+        # The encoder is loaded here rather than by `load_ip_adapter`, which only finds it inside the
+        # adapter's own repo and subfolder (h94's SDXL plus-face uses the ViT-H one from `models/`).
+        from transformers import CLIPVisionModelWithProjection
+
+        encoder = CLIPVisionModelWithProjection.from_pretrained(
+            encoder_repo, subfolder=encoder_sub, **{_transformers_dtype_kw(): dtype}
+        )
+        pipe.register_modules(image_encoder=encoder)
+        pipe.load_ip_adapter(adapter_repo, subfolder=adapter_sub, weight_name=adapter_file, image_encoder_folder=None)
+        pipe.to(device)
+    except Exception as exc:
+        raise ModelUnavailable(model=spec.key, reason=_explain(exc)) from exc
+    pipe.set_progress_bar_config(disable=True)
+    if hasattr(pipe, "enable_lora_hotswap"):
+        pipe.enable_lora_hotswap(target_rank=spec.lora_rank)
+    # Derived after `load_ip_adapter`, or they would lack the image encoder (FIELD-NOTES). They share
+    # every module, the scheduler included: run one pipeline at a time.
+    img2img = AutoPipelineForImage2Image.from_pipe(pipe)
+    inpaint = AutoPipelineForInpainting.from_pipe(pipe)
+    for derived in (img2img, inpaint):
+        derived.set_progress_bar_config(disable=True)
+
+    def locate(lora: LoraRef) -> tuple[str, str | None]:
+        if tiny_root is not None:
+            return str(ensure_tiny_lora(tiny_root, lora.source)), LORA_FILE
+        path = Path(lora.source).expanduser()
+        if path.is_file():
+            return str(path.parent), path.name
+        return lora.source, lora.weight_name
+
+    return LoadedModel(
+        spec=spec,
+        device=device,
+        dtype=dtype,
+        pipe=pipe,
+        img2img=img2img,
+        inpaint=inpaint,
+        loras=LoraBank(pipe, locate, hotswap=hasattr(pipe, "enable_lora_hotswap")),
+        base_scheduler=pipe.scheduler,
+    )
+
+
+@dataclass
+class LoraBank:
+    """Style LoRAs in named adapter slots, most recently used last; loads each LoRA once while cached."""
+
+    pipe: Any
+    locate: Callable[[LoraRef], tuple[str, str | None]]
+    hotswap: bool = False
+    capacity: int = 4
+    slots: OrderedDict[str, str] = field(default_factory=OrderedDict)  # LoRA key -> adapter name
+    _next_slot: int = 0
+    _enabled: bool = True
+
+    def activate(self, loras: tuple[LoraRef, ...]) -> None:
+        """Make exactly `loras` active, at their weights (none: every LoRA off)."""
+        if not loras:
+            if self.slots and self._enabled:
+                self.pipe.disable_lora()
+                self._enabled = False
+            return
+        wanted = {lora.key for lora in loras}
+        for lora in loras:
+            if lora.key in self.slots:
+                self.slots.move_to_end(lora.key)
+            else:
+                self._load(lora, wanted)
+        if not self._enabled:
+            self.pipe.enable_lora()
+            self._enabled = True
+        self.pipe.set_adapters([self.slots[lora.key] for lora in loras], [lora.weight for lora in loras])
+
+    def _load(self, lora: LoraRef, wanted: set[str]) -> None:
+        source, weight_name = self.locate(lora)
+        kwargs: dict[str, Any] = {"weight_name": weight_name} if weight_name else {}
+        victim = next((key for key in self.slots if key not in wanted), None)
+        if len(self.slots) < max(self.capacity, len(wanted)) or victim is None:
+            name = f"style{self._next_slot}"
+            self._next_slot += 1
+            self.pipe.load_lora_weights(source, adapter_name=name, **kwargs)
+        else:
+            name = self.slots.pop(victim)
+            try:
+                if not self.hotswap:
+                    raise ValueError("hot-swap unsupported")
+                self.pipe.load_lora_weights(source, adapter_name=name, hotswap=True, **kwargs)
+            except Exception as exc:
+                # Text-encoder LoRAs, higher ranks or other target layers can't swap in place.
+                log.info("LoRA %s: reloading slot %s instead of hot-swapping (%s)", lora.key, name, exc)
+                self.pipe.delete_adapters(name)
+                self.pipe.load_lora_weights(source, adapter_name=name, **kwargs)
+        self.slots[lora.key] = name
+
+
+def _diffusers_dtype_kw() -> str:
+    # diffusers renamed `torch_dtype` to `dtype` (and warns about the old name); older releases only know it.
+    from diffusers.utils import deprecation_utils
+
+    return "dtype" if hasattr(deprecation_utils, "_resolve_dtype") else "torch_dtype"
+
+
+def _transformers_dtype_kw() -> str:
+    import transformers
+    from packaging.version import Version
+
+    return "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
+
+
+def _explain(exc: BaseException) -> str:
+    """Turn a load failure into a reason an operator can act on."""
+    from huggingface_hub import constants
+
+    detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+    hint = "run `likeness models pull` on a machine with network, or set LIKENESS_MODEL=tiny to try Likeness"
+    if constants.HF_HUB_OFFLINE:
+        return f"the weights are not on this machine and the Hugging Face Hub is offline (HF_HUB_OFFLINE); {hint}."
+    if isinstance(exc, OSError):
+        return f"weights not found or not downloadable ({detail}); {hint}."
+    return f"{type(exc).__name__}: {detail}"

@@ -1,0 +1,488 @@
+"""The bots' side of the queue: validate, apply limits, store the inputs, enqueue, follow, cancel, forget.
+
+Torch-free. Every Redis/arq failure is translated once, here, into `QueueUnavailable`; the connection
+pool reconnects by itself, so the client works again as soon as Redis is back.
+
+Fair ordering (no dispatcher process): arq runs the queued job with the lowest score first. Each user has
+a virtual clock `likeness:fair:<user>`; a new job gets the score `max(now, clock)` and moves the clock by
+the average job duration. A user with 10 queued jobs therefore has scores now, now+d, ..., now+9d, and
+another user's job submitted at `now + ε` is ordered after the first of them only: it waits for at most
+the running jobs plus about one job of each other busy user. Scores are shifted `FAIR_OFFSET_MS` into the
+past so arq never treats them as deferred (no idle worker waits for a score to come due).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import math
+import secrets
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import ParamSpec, TypeVar
+
+from arq.connections import ArqRedis
+from limits import parse as parse_rate
+from limits.aio.storage import RedisStorage
+from limits.aio.strategies import MovingWindowRateLimiter
+from redis.asyncio import ConnectionPool
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from likeness.config import Settings
+from likeness.errors import (
+    BadInstruction,
+    PromptTooLong,
+    QueueFull,
+    QueueUnavailable,
+    RateLimited,
+    ResultExpired,
+    TooManyActiveJobs,
+)
+from likeness.images import sniff_image
+from likeness.presets import PresetCatalog, get_format
+from likeness.queue import _keys
+from likeness.queue._blobs import BlobStore
+from likeness.queue._models import (
+    MAX_COUNT,
+    EditParams,
+    JobKind,
+    JobPayload,
+    Origin,
+    PortraitParams,
+    ProgressEvent,
+    QueueStats,
+    ResultRecord,
+    Ticket,
+)
+from likeness.queue._progress import publish_progress
+
+__all__ = ["FAIR_OFFSET_MS", "QueueClient"]
+
+FAIR_OFFSET_MS = 3600 * 1000
+DEFAULT_JOB_S = 20.0
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+_REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+
+# KEYS: the user's fair clock. ARGV: now ms, job duration ms, TTL ms. Returns the job's start tag.
+_FAIR_TAG = """
+local clock = tonumber(redis.call('get', KEYS[1]) or '0')
+local start = math.max(tonumber(ARGV[1]), clock)
+redis.call('set', KEYS[1], start + tonumber(ARGV[2]), 'PX', ARGV[3])
+return start
+"""
+
+# KEYS: arq queue, arq in-progress key, arq job key. ARGV: job id. Removes a job that has not started.
+_REMOVE_QUEUED = """
+if redis.call('exists', KEYS[2]) == 1 then return 0 end
+local removed = redis.call('zrem', KEYS[1], ARGV[1])
+redis.call('del', KEYS[3])
+return removed
+"""
+
+
+def _translated(fn: Callable[_P, Awaitable[_T]]) -> Callable[_P, Awaitable[_T]]:
+    @functools.wraps(fn)
+    async def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+        try:
+            return await fn(*args, **kwargs)
+        except _REDIS_DOWN as exc:
+            raise QueueUnavailable() from exc
+
+    return wrapper
+
+
+class QueueClient:
+    """Submit and follow portrait jobs. Use as `async with QueueClient(settings) as queue:`.
+
+    Every `submit_*` validates first (a `UserError` with a friendly `user_message` for bad input), then
+    applies the limits unless the user is an admin (`TooManyActiveJobs`, `RateLimited`, `QueueFull`),
+    then stores the inputs and enqueues. `idempotency_key` (e.g. a button press or message id) makes
+    a repeated submit return the first job's ticket with `duplicate=True` instead of a second job.
+    """
+
+    def __init__(self, settings: Settings, *, presets: PresetCatalog | None = None) -> None:
+        self.settings = settings
+        self.presets = presets or PresetCatalog.load(settings.presets_dir)
+        # Stale connections (Redis restarted) are retried on a fresh one, so the client recovers by itself.
+        self._pool = ConnectionPool.from_url(
+            settings.redis_dsn,
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError],
+            socket_connect_timeout=2,
+        )
+        self.redis = ArqRedis(connection_pool=self._pool)
+        self.blobs = BlobStore(
+            self.redis,
+            selfie_ttl_s=settings.selfie_ttl_s,
+            result_ttl_s=settings.result_ttl_s,
+            max_bytes=settings.max_upload_bytes,
+        )
+        self._rate = parse_rate(settings.rate_limit)
+        self._limiter = MovingWindowRateLimiter(
+            RedisStorage("async+" + settings.redis_dsn, implementation="redispy", key_prefix=_keys.LIMITS_PREFIX)
+        )
+
+    async def __aenter__(self) -> QueueClient:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the Redis connections (idempotent)."""
+        await self.redis.aclose()
+        await self._pool.aclose()
+        storage = self._limiter.storage
+        if hasattr(storage, "storage") and hasattr(storage.storage, "aclose"):
+            await storage.storage.aclose()
+
+    def is_admin(self, user_id: str) -> bool:
+        """Admins (settings.admins) bypass the per-user and global limits."""
+        return str(user_id) in self.settings.admins
+
+    # --- submitting --------------------------------------------------------------------------------
+
+    @_translated
+    async def submit_portrait(
+        self, origin: Origin, selfie: bytes, params: PortraitParams, *, idempotency_key: str | None = None
+    ) -> Ticket:
+        """Queue portraits of the person in `selfie` (raw upload bytes) with a preset spec and options.
+
+        Raises `InvalidImage`, `UnknownPreset`, `InvalidPresetSpec`, `UnknownFormat`, `PromptTooLong`
+        before anything is stored; then the limit errors.
+        """
+        sniff_image(selfie, max_bytes=self.settings.max_upload_bytes, max_pixels=self.settings.max_image_pixels)
+        params = self._check_portrait(params)
+        job_id = self._job_id(origin, idempotency_key)
+        if (dup := await self._duplicate(job_id)) is not None:
+            return dup
+        await self._check_limits(origin.user_id)
+        selfie_id = await self.blobs.put(selfie, kind="selfie", owner=origin.user_id)
+        payload = JobPayload(
+            job_id=job_id,
+            kind="portrait",
+            mode="portrait",
+            origin=origin,
+            portrait=params,
+            selfie_blob_id=selfie_id,
+            seeds=_seeds(params.seed, params.count),
+        )
+        return await self._enqueue(payload)
+
+    @_translated
+    async def submit_reroll(
+        self, origin: Origin, parent_result_id: str, *, idempotency_key: str | None = None
+    ) -> Ticket:
+        """Run the request that made `parent_result_id` again with new seeds (an edit re-runs the edit)."""
+        parent = await self.get_result(parent_result_id)
+        return await self._repeat(origin, parent, "reroll", len(parent.seeds), idempotency_key)
+
+    @_translated
+    async def submit_variations(
+        self, origin: Origin, parent_result_id: str, *, count: int = MAX_COUNT, idempotency_key: str | None = None
+    ) -> Ticket:
+        """`count` (1–4) new images from the request that made `parent_result_id`, one new seed each."""
+        if not 1 <= count <= MAX_COUNT:
+            raise ValueError(f"count must be 1..{MAX_COUNT}")
+        parent = await self.get_result(parent_result_id)
+        return await self._repeat(origin, parent, "variations", count, idempotency_key)
+
+    @_translated
+    async def submit_edit(
+        self,
+        origin: Origin,
+        parent_result_id: str,
+        instruction: str,
+        mask: bytes | None = None,
+        *,
+        image_index: int = 0,
+        idempotency_key: str | None = None,
+    ) -> Ticket:
+        """Edit image `image_index` of a result with a natural-language instruction (and optional mask)."""
+        instruction = instruction.strip()
+        if not instruction:
+            raise BadInstruction(message="Tell me what to change, e.g. “make the hair blue”.")
+        if len(instruction) > self.settings.max_prompt_chars:
+            raise PromptTooLong(length=len(instruction), limit=self.settings.max_prompt_chars)
+        if mask is not None:
+            sniff_image(mask, max_bytes=self.settings.max_upload_bytes, max_pixels=self.settings.max_image_pixels)
+        parent = await self.get_result(parent_result_id)
+        if not 0 <= image_index < len(parent.image_blob_ids):
+            raise ValueError(f"result {parent_result_id} has {len(parent.image_blob_ids)} images")
+        job_id = self._job_id(origin, idempotency_key)
+        if (dup := await self._duplicate(job_id)) is not None:
+            return dup
+        await self._check_limits(origin.user_id)
+        mask_id = None if mask is None else await self.blobs.put(mask, kind="mask", owner=origin.user_id)
+        payload = JobPayload(
+            job_id=job_id,
+            kind="edit",
+            mode="edit",
+            origin=origin,
+            edit=EditParams(instruction=instruction, mask_blob_id=mask_id),
+            selfie_blob_id=parent.request.selfie_blob_id,
+            source_blob_id=parent.image_blob_ids[image_index],
+            parent_result_id=parent.result_id,
+            seeds=_seeds(None, 1),
+        )
+        return await self._enqueue(payload)
+
+    # --- following ----------------------------------------------------------------------------------
+
+    @_translated
+    async def position(self, job_id: str) -> int | None:
+        """1 = next to start, 0 = running, None = not in the queue (finished, failed, cancelled, unknown)."""
+        if await self.redis.exists(_keys.ARQ_IN_PROGRESS + job_id):
+            return 0
+        rank = await self.redis.zrank(_keys.ARQ_QUEUE, job_id)
+        if rank is None:
+            return None
+        ahead = await self.redis.zrange(_keys.ARQ_QUEUE, 0, rank - 1) if rank else []
+        if not ahead:
+            return 1
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for other in ahead:
+                pipe.exists(_keys.ARQ_IN_PROGRESS + other.decode())
+            running = await pipe.execute()
+        return 1 + sum(1 for r in running if not r)
+
+    async def progress(self, job_id: str, *, idle_timeout_s: float | None = None) -> AsyncIterator[ProgressEvent]:
+        """Every progress event of a job, in order, from its first; ends after done, failed or cancelled.
+
+        Also ends when the job is unknown (expired), or after `idle_timeout_s` without any event.
+        """
+        last = "0-0"
+        idle_since = time.monotonic()
+        while True:
+            try:
+                answer = await self.redis.xread({_keys.progress(job_id): last}, block=500, count=50)
+                if not answer and not await self.redis.exists(_keys.job(job_id), _keys.progress(job_id)):
+                    return
+            except _REDIS_DOWN as exc:
+                raise QueueUnavailable() from exc
+            for entry_id, fields in answer[0][1] if answer else []:
+                last = entry_id.decode()
+                idle_since = time.monotonic()
+                event = ProgressEvent.model_validate_json(fields[b"e"])
+                yield event
+                if event.final:
+                    return
+            if idle_timeout_s is not None and time.monotonic() - idle_since > idle_timeout_s:
+                return
+
+    @_translated
+    async def get_result(self, result_id: str) -> ResultRecord:
+        """A finished result (request, seeds, image ids, metadata); `ResultExpired` when gone."""
+        return await self.blobs.get_result(result_id)
+
+    @_translated
+    async def get_image(self, blob_id: str) -> bytes:
+        """Bytes of a stored image (a result image, a preview); `ResultExpired` when gone."""
+        return await self.blobs.get(blob_id)
+
+    @_translated
+    async def get_job(self, job_id: str) -> JobPayload | None:
+        """The stored payload of a job, None once it expired."""
+        raw = await self.redis.get(_keys.job(job_id))
+        return None if raw is None else JobPayload.model_validate_json(raw)
+
+    # --- cancelling and forgetting -----------------------------------------------------------------
+
+    @_translated
+    async def cancel(self, user_id: str, job_id: str | None = None) -> list[str]:
+        """Cancel one job of `user_id` (or all of their unfinished jobs); returns the cancelled job ids.
+
+        A queued job is removed at once; a running one is aborted (its images, if any, are dropped).
+        Only the job's owner can cancel it: a job id of another user is ignored.
+        """
+        active_key = _keys.active(user_id)
+        ids = [m.decode() for m in await self.redis.zrange(active_key, 0, -1)]
+        targets = [j for j in ids if job_id is None or j == job_id]
+        for target in targets:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.set(_keys.cancelled(target), "1", ex=_keys.DAY_S)
+                pipe.zrem(active_key, target)
+                await pipe.execute()
+            removed = await self.redis.eval(
+                _REMOVE_QUEUED, 3, _keys.ARQ_QUEUE, _keys.ARQ_IN_PROGRESS + target, _keys.ARQ_JOB + target, target
+            )
+            if not removed:  # running (or just picked up): ask arq to cancel the task
+                await self.redis.zadd(_keys.ARQ_ABORT, {target: int(time.time() * 1000)})
+            await publish_progress(self.redis, ProgressEvent(job_id=target, stage="cancelled"))
+        return targets
+
+    @_translated
+    async def forget(self, user_id: str) -> dict[str, int]:
+        """Delete everything stored for `user_id` (cancels their jobs first); counts per kind of data."""
+        cancelled = await self.cancel(user_id)
+        keys = [k.decode() for k in await self.redis.smembers(_keys.user_keys(user_id))]
+        counts = {"cancelled": len(cancelled), "results": 0, "images": 0, "uploads": 0, "jobs": 0}
+        existing = await self._existing(keys)
+        for key in existing:
+            if key.startswith("likeness:result:"):
+                counts["results"] += 1
+            elif key.startswith("likeness:blob:img-"):
+                counts["images"] += 1
+            elif key.startswith("likeness:blob:"):
+                counts["uploads"] += 1
+            elif key.startswith("likeness:job:"):
+                counts["jobs"] += 1
+        await self.redis.delete(*keys, _keys.user_keys(user_id), _keys.active(user_id), _keys.fair(user_id))
+        return counts
+
+    # --- numbers ------------------------------------------------------------------------------------
+
+    @_translated
+    async def stats(self) -> QueueStats:
+        """Queue depth, running jobs, today's jobs and failures by cause, average job time, pending deliveries."""
+        day = _keys.today()
+        running = 0
+        async for _ in self.redis.scan_iter(match=_keys.ARQ_IN_PROGRESS + "*", count=500):
+            running += 1
+        depth = await self.redis.zcard(_keys.ARQ_QUEUE)
+        jobs_today = int(await self.redis.get(_keys.stats_jobs(day)) or 0)
+        failures = {k.decode(): int(v) for k, v in (await self.redis.hgetall(_keys.stats_failures(day))).items()}
+        pending: dict[str, int] = {}
+        for platform in ("telegram", "discord", "playground"):
+            try:
+                info = await self.redis.xpending(_keys.deliveries(platform), _keys.DELIVERY_GROUP)
+                pending[platform] = int(info["pending"])
+            except Exception:  # no stream or no group yet: nothing pending
+                pending[platform] = 0
+        return QueueStats(
+            queued=max(0, depth - running),
+            running=running,
+            jobs_today=jobs_today,
+            failures_today=failures,
+            avg_job_s=await self._avg_job_s(),
+            deliveries_pending=pending,
+        )
+
+    # --- internals ----------------------------------------------------------------------------------
+
+    def _check_portrait(self, params: PortraitParams) -> PortraitParams:
+        if len(params.prompt) > self.settings.max_prompt_chars:
+            raise PromptTooLong(length=len(params.prompt), limit=self.settings.max_prompt_chars)
+        preset = self.presets.resolve(params.preset)
+        fmt = None if params.format is None else get_format(params.format).name
+        return params.model_copy(update={"preset": preset.spec, "format": fmt, "prompt": params.prompt.strip()})
+
+    async def _repeat(
+        self, origin: Origin, parent: ResultRecord, kind: JobKind, count: int, idempotency_key: str | None
+    ) -> Ticket:
+        job_id = self._job_id(origin, idempotency_key)
+        if (dup := await self._duplicate(job_id)) is not None:
+            return dup
+        await self._check_limits(origin.user_id)
+        request = parent.request
+        for blob_id in (request.selfie_blob_id, request.source_blob_id):
+            if blob_id is not None and not await self.redis.exists(_keys.blob(blob_id)):
+                raise ResultExpired()
+        portrait = request.portrait.model_copy(update={"count": count, "seed": None}) if request.portrait else None
+        payload = request.model_copy(
+            update={
+                "job_id": job_id,
+                "kind": kind,
+                "origin": origin,
+                "portrait": portrait,
+                "parent_result_id": parent.result_id,
+                "seeds": _seeds(None, count),
+                "submitted_at": time.time(),
+            }
+        )
+        return await self._enqueue(JobPayload.model_validate(payload.model_dump()))
+
+    def _job_id(self, origin: Origin, idempotency_key: str | None) -> str:
+        if idempotency_key is None:
+            return uuid.uuid4().hex
+        digest = hashlib.sha256(f"{origin.platform}\0{origin.user_id}\0{idempotency_key}".encode()).hexdigest()
+        return f"k{digest[:31]}"
+
+    async def _duplicate(self, job_id: str) -> Ticket | None:
+        if not await self.redis.exists(_keys.job(job_id)):
+            return None
+        position = await self.position(job_id)
+        return Ticket(
+            job_id=job_id,
+            position=position or 0,
+            eta_s=round(await self._avg_job_s() * (position or 0), 1),
+            duplicate=True,
+        )
+
+    async def _check_limits(self, user_id: str) -> None:
+        if self.is_admin(user_id):
+            return
+        now_ms = int(time.time() * 1000)
+        active_key = _keys.active(user_id)
+        await self.redis.zremrangebyscore(active_key, "-inf", now_ms)
+        active = await self.redis.zcard(active_key)
+        if active >= self.settings.max_active_jobs_per_user:
+            raise TooManyActiveJobs(active=active, limit=self.settings.max_active_jobs_per_user)
+        if not await self._limiter.hit(self._rate, "user", user_id):
+            window = await self._limiter.get_window_stats(self._rate, "user", user_id)
+            raise RateLimited(retry_after=max(1, math.ceil(window.reset_time - time.time())))
+        depth = await self.redis.zcard(_keys.ARQ_QUEUE)
+        if depth >= self.settings.queue_cap:
+            raise QueueFull(retry_after=max(5, math.ceil(await self._avg_job_s() * 2)))
+
+    async def _enqueue(self, payload: JobPayload) -> Ticket:
+        user = payload.user_id
+        avg_s = await self._avg_job_s()
+        now_ms = int(time.time() * 1000)
+        job_ttl = self.settings.result_ttl_s
+        tag = await self.redis.eval(_FAIR_TAG, 1, _keys.fair(user), now_ms, int(avg_s * 1000), FAIR_OFFSET_MS)
+        if not await self.redis.set(_keys.job(payload.job_id), payload.model_dump_json(), nx=True, ex=job_ttl):
+            return await self._duplicate(payload.job_id) or Ticket(job_id=payload.job_id, position=0, eta_s=0.0)
+        expiry = now_ms + self._active_bound_ms()
+        async with self.redis.pipeline(transaction=True) as pipe:
+            self.blobs.own(pipe, user, _keys.job(payload.job_id))
+            pipe.zadd(_keys.active(user), {payload.job_id: expiry})
+            pipe.pexpire(_keys.active(user), self._active_bound_ms())
+            pipe.incr(_keys.stats_jobs(_keys.today()))
+            pipe.expire(_keys.stats_jobs(_keys.today()), 2 * _keys.DAY_S)
+            await pipe.execute()
+        score_ms = int(tag) - FAIR_OFFSET_MS
+        await self.redis.enqueue_job(
+            _keys.ARQ_FUNCTION,
+            payload.job_id,
+            _job_id=payload.job_id,
+            _defer_until=datetime.fromtimestamp(score_ms / 1000, tz=UTC),
+            _expires=self._active_bound_ms() / 1000,
+        )
+        position = await self.position(payload.job_id) or 1
+        eta = round(avg_s * position, 1)
+        await publish_progress(
+            self.redis, ProgressEvent(job_id=payload.job_id, stage="queued", position=position, eta_s=eta)
+        )
+        return Ticket(job_id=payload.job_id, position=position, eta_s=eta)
+
+    def _active_bound_ms(self) -> int:
+        """How long an unfinished job may count against its user: every try timing out, plus queueing."""
+        return (self.settings.job_timeout_s + 15) * 3 * 1000 + 3600 * 1000
+
+    async def _avg_job_s(self) -> float:
+        values = [float(v) for v in await self.redis.lrange(_keys.DURATIONS, 0, -1)]
+        return sum(values) / len(values) if values else DEFAULT_JOB_S
+
+    async def _existing(self, keys: list[str]) -> list[str]:
+        if not keys:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.exists(key)
+            found = await pipe.execute()
+        return [k for k, f in zip(keys, found, strict=True) if f]
+
+
+def _seeds(first: int | None, count: int) -> tuple[int, ...]:
+    start = secrets.randbelow(2**32 - MAX_COUNT) if first is None else first
+    return tuple((start + i) % 2**32 for i in range(count))

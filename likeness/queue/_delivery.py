@@ -1,0 +1,188 @@
+"""Reliable delivery of finished jobs to bot frontends through one Redis stream per platform.
+
+Workers append exactly one `Delivery` per job (`likeness:delivered:<job_id>` guards re-runs). Bots read
+through the consumer group `bots`: each entry goes to one consumer, stays pending until `ack`, and a
+consumer that died with entries pending has them reclaimed (XAUTOCLAIM) by a live replica after
+`claim_idle_s`. A bot that was down when a job finished gets the entry when it starts again. Delivery is
+at-least-once only in one case: a consumer that takes longer than `claim_idle_s` to send one message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from likeness.config import Settings
+from likeness.errors import QueueUnavailable
+from likeness.queue import _keys
+from likeness.queue._models import Delivery, Platform
+
+__all__ = ["DeliveryConsumer", "append_delivery"]
+
+log = logging.getLogger(__name__)
+
+DELIVERY_STREAM_TTL_S = 30 * 24 * 3600
+_MAX_ENTRIES = 10_000
+
+# KEYS: delivered marker, stream. ARGV: delivery JSON, marker TTL, stream TTL, max entries.
+# One script so that "mark delivered" and "append" happen together or not at all.
+_APPEND_ONCE = """
+if redis.call('set', KEYS[1], '1', 'NX', 'EX', ARGV[2]) then
+  local id = redis.call('xadd', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'd', ARGV[1])
+  redis.call('expire', KEYS[2], ARGV[3])
+  return id
+end
+return false
+"""
+
+
+async def append_delivery(redis: Redis, delivery: Delivery, *, marker_ttl_s: int) -> str | None:
+    """Append `delivery` to its platform's stream unless this job was delivered before; the entry id or None."""
+    entry = await redis.eval(
+        _APPEND_ONCE,
+        2,
+        _keys.delivered(delivery.job_id),
+        _keys.deliveries(delivery.origin.platform),
+        delivery.model_dump_json(),
+        marker_ttl_s,
+        DELIVERY_STREAM_TTL_S,
+        _MAX_ENTRIES,
+    )
+    return None if entry is None else (entry.decode() if isinstance(entry, bytes) else str(entry))
+
+
+class DeliveryConsumer:
+    """Async iterator over the deliveries of one platform for one bot replica.
+
+        async with DeliveryConsumer(settings, "telegram", "bot-1") as deliveries:
+            async for delivery in deliveries:
+                await send(delivery)            # raise -> not acked -> delivered again later
+                await deliveries.ack(delivery)
+
+    `consumer_name` must be stable per replica (e.g. the host name): after a restart the same name gets
+    its own un-acked entries first. Entries idle for `claim_idle_s` at a dead consumer are taken over.
+    Redis outages are waited out (logged), so the iterator only ends when `close()` is called.
+    """
+
+    def __init__(
+        self,
+        source: Settings | Redis,
+        platform: Platform,
+        consumer_name: str,
+        *,
+        claim_idle_s: float = 60.0,
+        block_s: float = 1.0,
+        batch: int = 10,
+    ) -> None:
+        if isinstance(source, Settings):
+            self.redis: Redis = Redis.from_url(source.redis_dsn)
+            self._owns_redis = True
+        else:
+            self.redis = source
+            self._owns_redis = False
+        self.platform = platform
+        self.stream = _keys.deliveries(platform)
+        self.consumer = consumer_name
+        self.claim_idle_ms = int(claim_idle_s * 1000)
+        self.block_ms = max(1, int(block_s * 1000))
+        self.batch = batch
+        self._closed = False
+        self._own_backlog_done = False
+        self._group_ready = False
+
+    async def __aenter__(self) -> DeliveryConsumer:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._owns_redis:
+            await self.redis.aclose()
+
+    def __aiter__(self) -> AsyncIterator[Delivery]:
+        return self._iterate()
+
+    async def ack(self, delivery: Delivery) -> bool:
+        """Mark `delivery` sent; False if it was already acked (e.g. reclaimed and sent by a replica)."""
+        try:
+            return bool(await self.redis.xack(self.stream, _keys.DELIVERY_GROUP, delivery.delivery_id))
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            raise QueueUnavailable() from exc
+
+    async def pending(self) -> int:
+        """Entries handed out but not acked yet (all consumers)."""
+        await self._ensure_group()
+        info = await self.redis.xpending(self.stream, _keys.DELIVERY_GROUP)
+        return int(info["pending"])
+
+    async def _iterate(self) -> AsyncIterator[Delivery]:
+        backoff = 0.1
+        while not self._closed:
+            try:
+                entries = await self._next_entries()
+                backoff = 0.1
+            except ResponseError as exc:
+                if "NOGROUP" not in str(exc):  # the stream expired with its group: create both again
+                    raise
+                self._group_ready = False
+                continue
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                log.warning("delivery stream %s: Redis unavailable (%s); retrying", self.stream, type(exc).__name__)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            for entry_id, fields in entries:
+                delivery = self._parse(entry_id, fields)
+                if delivery is None:
+                    log.error("delivery %s on %s is malformed; dropping it", entry_id, self.stream)
+                    await self.redis.xack(self.stream, _keys.DELIVERY_GROUP, entry_id)
+                else:
+                    yield delivery
+
+    async def _next_entries(self) -> list[tuple[Any, dict[Any, Any]]]:
+        await self._ensure_group()
+        if not self._own_backlog_done:
+            # After a restart, first our own entries that were handed out but never acked.
+            own = await self.redis.xreadgroup(_keys.DELIVERY_GROUP, self.consumer, {self.stream: "0"}, count=self.batch)
+            entries = own[0][1] if own else []
+            if entries:
+                return [e for e in entries if e[1]]
+            self._own_backlog_done = True
+        claimed = await self.redis.xautoclaim(
+            self.stream, _keys.DELIVERY_GROUP, self.consumer, self.claim_idle_ms, "0-0", count=self.batch
+        )
+        if claimed[1]:
+            return [e for e in claimed[1] if e[1]]
+        fresh = await self.redis.xreadgroup(
+            _keys.DELIVERY_GROUP, self.consumer, {self.stream: ">"}, count=self.batch, block=self.block_ms
+        )
+        return fresh[0][1] if fresh else []
+
+    async def _ensure_group(self) -> None:
+        if self._group_ready:
+            return
+        try:
+            await self.redis.xgroup_create(self.stream, _keys.DELIVERY_GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        else:
+            await self.redis.expire(self.stream, DELIVERY_STREAM_TTL_S)
+        self._group_ready = True
+
+    def _parse(self, entry_id: Any, fields: dict[Any, Any]) -> Delivery | None:
+        entry = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+        raw = fields.get(b"d") or fields.get("d")
+        try:
+            return Delivery.model_validate_json(raw).model_copy(update={"delivery_id": entry})
+        except ValueError:
+            return None

@@ -1,0 +1,178 @@
+"""Payloads that cross Redis between bots and workers: small, validated, JSON-serialisable pydantic models.
+
+Images never travel inside a payload: they are blobs in Redis referenced by id (see `_blobs.py`).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+__all__ = [
+    "Delivery",
+    "EditParams",
+    "JobKind",
+    "JobPayload",
+    "Origin",
+    "Platform",
+    "PortraitParams",
+    "ProgressEvent",
+    "QueueStats",
+    "ResultRecord",
+    "Stage",
+    "Ticket",
+]
+
+Platform = Literal["telegram", "discord", "playground"]
+JobKind = Literal["portrait", "reroll", "edit", "variations"]
+Stage = Literal["queued", "started", "step", "done", "failed", "cancelled"]
+
+MAX_COUNT = 4
+_ID = Field(min_length=1, max_length=128)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Origin(_Model):
+    """Where a request came from and where its answer goes.
+
+    `extra` holds small platform data (e.g. a Discord interaction token and application id); it is
+    stored with the job and never logged.
+    """
+
+    platform: Platform
+    chat_id: str = _ID
+    user_id: str = _ID
+    message_id: str | None = Field(None, max_length=128, description="The request message (to reply to)")
+    thread_id: str | None = Field(None, max_length=128, description="Telegram topic / Discord thread")
+    progress_message_id: str | None = Field(None, max_length=128, description="Message edited with progress")
+    age_restricted: bool = Field(False, description="Channel flag (Discord NSFW channel, Telegram 18+ group)")
+    extra: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("extra")
+    @classmethod
+    def _small_extra(cls, value: dict[str, str]) -> dict[str, str]:
+        if len(value) > 16 or sum(len(k) + len(v) for k, v in value.items()) > 4096:
+            raise ValueError("origin.extra is limited to 16 entries and 4 KiB")
+        return value
+
+
+class PortraitParams(_Model):
+    """What to generate from a selfie. `preset` is a preset spec (`ghibli`, `ghibli:0.7+headshot:0.3`)."""
+
+    preset: str = Field(min_length=1, max_length=200)
+    prompt: str = Field("", max_length=4000, description="Free prompt; the client enforces max_prompt_chars")
+    format: str | None = Field(None, max_length=32, description="None: the preset's default format")
+    count: int = Field(1, ge=1, le=MAX_COUNT, description="Images to make (one seed each)")
+    seed: int | None = Field(None, ge=0, lt=2**32, description="First seed; None: random")
+    identity_scale: float | None = Field(None, ge=0.0, le=1.5)
+
+
+class EditParams(_Model):
+    """An edit of an existing result: a natural-language instruction and an optional mask blob."""
+
+    instruction: str = Field(min_length=1, max_length=4000)
+    mask_blob_id: str | None = Field(None, max_length=128)
+    seed: int | None = Field(None, ge=0, lt=2**32)
+
+
+class JobPayload(_Model):
+    """One job as stored in Redis and handed to the worker.
+
+    `mode` is what the engine runs (a portrait from a selfie, or an edit of `source_blob_id`); `kind`
+    is what the user asked for (a reroll or variations repeat the parent's request with new seeds).
+    Seeds are fixed at submit time, so a job re-run after a crash makes the same images.
+    """
+
+    job_id: str = _ID
+    kind: JobKind
+    mode: Literal["portrait", "edit"]
+    origin: Origin
+    portrait: PortraitParams | None = None
+    edit: EditParams | None = None
+    selfie_blob_id: str | None = Field(None, max_length=128)
+    source_blob_id: str | None = Field(None, max_length=128, description="Edits: the image being edited")
+    parent_result_id: str | None = Field(None, max_length=128)
+    seeds: tuple[int, ...] = Field(min_length=1, max_length=MAX_COUNT)
+    submitted_at: float = Field(default_factory=time.time)
+
+    @property
+    def user_id(self) -> str:
+        return self.origin.user_id
+
+
+class ResultRecord(_Model):
+    """A finished generation, kept `result_ttl_s`: enough to reroll or edit it later from any process."""
+
+    result_id: str = _ID
+    parent_id: str | None = None
+    job_id: str = _ID
+    kind: JobKind
+    request: JobPayload = Field(description="The job that made it: params, selfie, source image and seeds")
+    seeds: tuple[int, ...]
+    image_blob_ids: tuple[str, ...]
+    metadata: dict[str, object] = Field(default_factory=dict, description="Engine metadata (model, prompt, scores)")
+    owner_user_id: str
+    origin: Origin
+    created_at: float = Field(default_factory=time.time)
+
+
+class Ticket(_Model):
+    """Answer to a submit: the job id, its place in the queue (1 = next) and an estimated wait."""
+
+    job_id: str
+    position: int
+    eta_s: float
+    duplicate: bool = Field(False, description="The same idempotency key was submitted before; no new job")
+
+
+class ProgressEvent(_Model):
+    """One step of a job's life, in order; a job's events end with done, failed or cancelled."""
+
+    job_id: str
+    stage: Stage
+    step: int = 0
+    total: int = 0
+    position: int | None = None
+    eta_s: float | None = None
+    preview_blob_id: str | None = None
+    at: float = Field(default_factory=time.time)
+
+    @property
+    def final(self) -> bool:
+        return self.stage in ("done", "failed", "cancelled")
+
+
+class Delivery(_Model):
+    """What a bot must send for a finished job: a result, or an error code with a text fit for the user.
+
+    `delivery_id` is the Redis stream entry id (empty until read from the stream); pass the delivery back
+    to `DeliveryConsumer.ack` once the chat message is sent.
+    """
+
+    delivery_id: str = ""
+    job_id: str
+    kind: JobKind
+    origin: Origin
+    result: ResultRecord | None = None
+    error_code: str | None = None
+    user_message: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.result is not None
+
+
+class QueueStats(_Model):
+    """Numbers for /stats and the metrics endpoint."""
+
+    queued: int
+    running: int
+    jobs_today: int
+    failures_today: dict[str, int]
+    avg_job_s: float
+    deliveries_pending: dict[str, int]

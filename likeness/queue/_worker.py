@@ -1,0 +1,368 @@
+"""The GPU worker: an arq `Worker` that runs jobs through the engine, batched, and delivers every outcome.
+
+The only module of `likeness.queue` that imports `likeness.generation` (lazily, in the default factories).
+
+Job life: started → step events (≤ 4/s) → images + ResultRecord stored under ids derived from the job id
+→ one `Delivery` (guarded by `likeness:delivered:<job>`) → done. Outcomes:
+- `UserError` (no face, ...): delivered at once as an error, no retry.
+- other errors (`GenerationFailed`, single-request `OutOfMemory`, Redis hiccups): `arq.Retry` with backoff
+  (1 s, 2 s, 4 s ...) up to `max_tries`, then delivered as an error.
+- our own deadline (`job_timeout_s` − 2 s): delivered as `JobTimeout`.
+- SIGTERM: arq cancels the job and puts it back at once; another worker starts it.
+- SIGKILL: arq's `arq:in-progress:<job>` key expires after `job_timeout_s + 10` s, then another worker
+  re-runs it. Seeds are fixed in the payload and ids derive from the job id, so the re-run overwrites the
+  same result and the delivery marker keeps it to ONE delivery. A job killed on every try gets a
+  `GenerationFailed` delivery on try `max_tries + 1` (arq's own limit is one higher, so we always see it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+from arq import Retry
+from arq.connections import ArqRedis, RedisSettings
+from arq.worker import Worker, func
+
+from likeness.config import Settings
+from likeness.errors import GenerationFailed, JobTimeout, LikenessError, ServiceError, UserError
+from likeness.images import encode_image, load_image
+from likeness.queue import _keys
+from likeness.queue._batcher import MicroBatcher
+from likeness.queue._blobs import BlobStore
+from likeness.queue._delivery import append_delivery
+from likeness.queue._metrics import WorkerMetrics
+from likeness.queue._models import Delivery, JobPayload, ProgressEvent, ResultRecord
+from likeness.queue._progress import PROGRESS_TTL_S
+
+__all__ = ["DEFAULT_MAX_TRIES", "NotAvailableYet", "run_worker", "worker_settings"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_TRIES = 3
+STEP_EVENTS_PER_S = 4.0
+_DEADLINE_MARGIN_S = 2.0
+_DURATIONS_KEPT = 20
+
+EngineFactory = Callable[[Settings], Any]
+RequestFactory = Callable[..., Any]
+
+
+class NotAvailableYet(ServiceError):
+    """A feature this worker's engine does not have yet (e.g. edits)."""
+
+    code = "not_available"
+    template = "{what} are not available yet."
+
+
+def _default_engine(settings: Settings) -> Any:
+    from likeness.generation import Engine
+
+    return Engine.load(settings)
+
+
+def _default_request(**fields: Any) -> Any:
+    from likeness.generation import PortraitRequest
+
+    return PortraitRequest(**fields)
+
+
+class _Publisher:
+    """Writes progress events in order through one task (step events come from the engine thread)."""
+
+    def __init__(self, redis: ArqRedis) -> None:
+        self.redis = redis
+        self.queue: asyncio.Queue[tuple[ProgressEvent, asyncio.Future[None] | None]] = asyncio.Queue()
+        self.task = asyncio.get_running_loop().create_task(self._run(), name="likeness-progress")
+
+    def emit(self, event: ProgressEvent) -> None:
+        self.queue.put_nowait((event, None))
+
+    async def publish(self, event: ProgressEvent) -> None:
+        """Emit and wait until written (after every event emitted before it)."""
+        done = asyncio.get_running_loop().create_future()
+        self.queue.put_nowait((event, done))
+        await done
+
+    async def close(self) -> None:
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while True:
+            event, done = await self.queue.get()
+            key = _keys.progress(event.job_id)
+            try:
+                async with self.redis.pipeline(transaction=True) as pipe:
+                    pipe.xadd(key, {"e": event.model_dump_json()}, maxlen=200, approximate=True)
+                    pipe.expire(key, PROGRESS_TTL_S)
+                    await pipe.execute()
+            except Exception as exc:  # progress is best effort; the delivery is what counts
+                log.warning("job %s: progress event lost (%s)", event.job_id, type(exc).__name__)
+            if done is not None and not done.done():
+                done.set_result(None)
+
+
+class JobRunner:
+    """Everything one worker process needs to run jobs; lives in arq's ctx from startup to shutdown."""
+
+    def __init__(
+        self, settings: Settings, redis: ArqRedis, engine: Any, request_factory: RequestFactory, max_tries: int
+    ) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.engine = engine
+        self.request_factory = request_factory
+        self.max_tries = max_tries
+        self.metrics = WorkerMetrics()
+        self.blobs = BlobStore(
+            redis,
+            selfie_ttl_s=settings.selfie_ttl_s,
+            result_ttl_s=settings.result_ttl_s,
+            max_bytes=settings.max_upload_bytes,
+        )
+        self.batcher = MicroBatcher(
+            engine,
+            window_s=settings.batch_window_ms / 1000,
+            max_batch=settings.max_batch,
+            on_batch=self.metrics.batch_size.observe,
+        )
+        self.publisher = _Publisher(redis)
+        self._gauges_task = asyncio.get_running_loop().create_task(self._update_gauges(), name="likeness-gauges")
+
+    async def close(self) -> None:
+        self._gauges_task.cancel()
+        await asyncio.gather(self._gauges_task, return_exceptions=True)
+        await self.batcher.close()
+        await self.publisher.close()
+
+    async def run(self, job_id: str, job_try: int) -> str:
+        if await self.redis.exists(_keys.cancelled(job_id)):
+            return "cancelled"
+        if await self.redis.exists(_keys.delivered(job_id)):
+            log.info("job %s: already delivered (re-run after a crash); nothing to do", job_id)
+            await self._finish_accounting(job_id, None)
+            return "already delivered"
+        raw = await self.redis.get(_keys.job(job_id))
+        if raw is None:
+            log.warning("job %s: payload expired or forgotten; dropping it", job_id)
+            return "expired"
+        payload = JobPayload.model_validate_json(raw)
+        if job_try > self.max_tries:
+            log.error("job %s: gave up after %d tries (worker killed or timed out each time)", job_id, job_try - 1)
+            await self._fail(payload, GenerationFailed())
+            return "failed"
+        started = time.monotonic()
+        await self.publisher.publish(ProgressEvent(job_id=job_id, stage="started"))
+        log.info("job %s: %s (%s) try %d", job_id, payload.kind, payload.mode, job_try)
+        try:
+            async with asyncio.timeout(max(1.0, self.settings.job_timeout_s - _DEADLINE_MARGIN_S)):
+                result, batch_size = await self._generate(payload)
+        except UserError as exc:
+            await self._fail(payload, exc)
+            return exc.code
+        except TimeoutError:
+            await self._fail(payload, JobTimeout())
+            return "timeout"
+        except Exception as exc:
+            cause = exc.code if isinstance(exc, LikenessError) else type(exc).__name__
+            if job_try < self.max_tries and not isinstance(exc, NotAvailableYet):
+                delay = 2 ** (job_try - 1)
+                log.warning("job %s: try %d failed (%s); retrying in %d s", job_id, job_try, cause, delay)
+                raise Retry(defer=delay) from exc
+            log.error("job %s: failed for good (%s)", job_id, cause, exc_info=exc)
+            await self._fail(payload, exc if isinstance(exc, ServiceError) else GenerationFailed())
+            return cause
+        record = await self._store(payload, result, batch_size)
+        if await self.redis.exists(_keys.cancelled(job_id)):
+            return "cancelled"
+        await append_delivery(
+            self.redis,
+            Delivery(job_id=job_id, kind=payload.kind, origin=payload.origin, result=record),
+            marker_ttl_s=self.settings.result_ttl_s,
+        )
+        elapsed = time.monotonic() - started
+        await self._finish_accounting(job_id, payload.user_id, duration_s=elapsed)
+        self.metrics.job_seconds.labels(payload.kind).observe(elapsed)
+        await self.publisher.publish(ProgressEvent(job_id=job_id, stage="done"))
+        log.info("job %s: done in %.2f s (batch of %d)", job_id, elapsed, batch_size)
+        return record.result_id
+
+    async def _generate(self, payload: JobPayload) -> tuple[Any, int]:
+        if payload.mode == "edit":
+            # The edits issue adds engine.edit(); until then say so clearly instead of failing obscurely.
+            raise NotAvailableYet(what="Edits")
+        assert payload.portrait is not None and payload.selfie_blob_id is not None
+        params = payload.portrait
+        selfie = load_image(
+            await self.blobs.get(payload.selfie_blob_id),
+            max_bytes=self.settings.max_upload_bytes,
+            max_pixels=self.settings.max_image_pixels,
+        )
+        request = self.request_factory(
+            selfie=selfie,
+            preset=self.engine.presets.resolve(params.preset),
+            prompt=params.prompt,
+            format=params.format,
+            seeds=tuple(payload.seeds),
+            identity_scale=params.identity_scale,
+        )
+        return await self.batcher.submit(request, self._progress_fn(payload.job_id))
+
+    def _progress_fn(self, job_id: str) -> Callable[[int, int], None]:
+        loop = asyncio.get_running_loop()
+        last = 0.0
+
+        def progress(step: int, total: int) -> None:  # called from the engine thread
+            nonlocal last
+            now = time.monotonic()
+            if step < total and now - last < 1 / STEP_EVENTS_PER_S:
+                return
+            last = now
+            event = ProgressEvent(job_id=job_id, stage="step", step=step, total=total)
+            loop.call_soon_threadsafe(self.publisher.emit, event)
+
+        return progress
+
+    async def _store(self, payload: JobPayload, result: Any, batch_size: int) -> ResultRecord:
+        image_ids = []
+        for index, image in enumerate(result.images):
+            blob_id = _keys.image_id_for(payload.job_id, index)
+            await self.blobs.put(encode_image(image, "png"), kind="image", owner=payload.user_id, blob_id=blob_id)
+            image_ids.append(blob_id)
+        record = ResultRecord(
+            result_id=_keys.result_id_for(payload.job_id),
+            parent_id=payload.parent_result_id,
+            job_id=payload.job_id,
+            kind=payload.kind,
+            request=payload,
+            seeds=tuple(result.seeds),
+            image_blob_ids=tuple(image_ids),
+            metadata={**result.metadata, "batch_size": batch_size, "worker": socket.gethostname()},
+            owner_user_id=payload.user_id,
+            origin=payload.origin,
+        )
+        await self.blobs.put_result(record)
+        return record
+
+    async def _fail(self, payload: JobPayload, exc: BaseException) -> None:
+        error = exc if isinstance(exc, LikenessError) else GenerationFailed()
+        message = error.user_message
+        if isinstance(error, ServiceError) and not isinstance(error, NotAvailableYet):
+            message = f"{message} (reference {payload.job_id[:8]})"
+        self.metrics.failures.labels(error.code).inc()
+        day = _keys.stats_failures(_keys.today())
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hincrby(day, error.code, 1)
+            pipe.expire(day, 2 * _keys.DAY_S)
+            await pipe.execute()
+        if not await self.redis.exists(_keys.cancelled(payload.job_id)):
+            await append_delivery(
+                self.redis,
+                Delivery(
+                    job_id=payload.job_id,
+                    kind=payload.kind,
+                    origin=payload.origin,
+                    error_code=error.code,
+                    user_message=message,
+                ),
+                marker_ttl_s=self.settings.result_ttl_s,
+            )
+        await self._finish_accounting(payload.job_id, payload.user_id)
+        await self.publisher.publish(ProgressEvent(job_id=payload.job_id, stage="failed"))
+        log.info("job %s: failed (%s), delivered as an error", payload.job_id, error.code)
+
+    async def _finish_accounting(self, job_id: str, user_id: str | None, duration_s: float | None = None) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            if user_id is not None:
+                pipe.zrem(_keys.active(user_id), job_id)
+            if duration_s is not None:
+                pipe.lpush(_keys.DURATIONS, round(duration_s, 3))
+                pipe.ltrim(_keys.DURATIONS, 0, _DURATIONS_KEPT - 1)
+                pipe.expire(_keys.DURATIONS, _keys.DAY_S)
+            await pipe.execute()
+
+    async def _update_gauges(self) -> None:
+        while True:
+            with contextlib.suppress(Exception):
+                running = 0
+                async for _ in self.redis.scan_iter(match=_keys.ARQ_IN_PROGRESS + "*", count=500):
+                    running += 1
+                depth = await self.redis.zcard(_keys.ARQ_QUEUE)
+                self.metrics.running.set(running)
+                self.metrics.queue_depth.set(max(0, depth - running))
+                for platform in ("telegram", "discord", "playground"):
+                    with contextlib.suppress(Exception):
+                        info = await self.redis.xpending(_keys.deliveries(platform), _keys.DELIVERY_GROUP)
+                        self.metrics.deliveries_pending.labels(platform).set(int(info["pending"]))
+            await asyncio.sleep(5)
+
+
+async def _run_job(ctx: dict[str, Any], job_id: str) -> str:
+    runner: JobRunner = ctx["likeness"]
+    return await runner.run(job_id, int(ctx["job_try"]))
+
+
+def worker_settings(
+    settings: Settings,
+    *,
+    engine_factory: EngineFactory | None = None,
+    request_factory: RequestFactory | None = None,
+    max_tries: int = DEFAULT_MAX_TRIES,
+) -> dict[str, Any]:
+    """Keyword arguments for `arq.worker.Worker`, built from `settings`.
+
+    The engine is loaded once in `on_startup` (in a thread, so the health check keeps ticking) and
+    closed on shutdown. `engine_factory`/`request_factory` default to `likeness.generation`'s Engine and
+    PortraitRequest; tests pass fakes.
+    """
+    make_engine = engine_factory or _default_engine
+    make_request = request_factory or _default_request
+
+    async def on_startup(ctx: dict[str, Any]) -> None:
+        engine = await asyncio.get_running_loop().run_in_executor(None, make_engine, settings)
+        runner = JobRunner(settings, ctx["redis"], engine, make_request, max_tries)
+        ctx["likeness"] = runner
+        if settings.metrics_port:
+            runner.metrics.serve(settings.metrics_port)
+        log.info("worker ready: model %s, max batch %d", getattr(engine, "model_key", "?"), settings.max_batch)
+
+    async def on_shutdown(ctx: dict[str, Any]) -> None:
+        runner: JobRunner | None = ctx.get("likeness")
+        if runner is not None:
+            await runner.close()
+            runner.engine.close()
+
+    return {
+        "functions": [func(_run_job, name=_keys.ARQ_FUNCTION, max_tries=max_tries + 1)],
+        "redis_settings": RedisSettings.from_dsn(settings.redis_dsn),
+        "on_startup": on_startup,
+        "on_shutdown": on_shutdown,
+        "poll_delay": settings.poll_delay_s,
+        "job_timeout": settings.job_timeout_s,
+        "max_jobs": 2 * max(1, settings.max_batch),
+        "allow_abort_jobs": True,
+        "keep_result": 60,
+        "health_check_interval": 10,
+        "max_tries": max_tries + 1,
+    }
+
+
+def run_worker(settings: Settings, **factories: Any) -> None:
+    """Run a worker until SIGTERM/SIGINT (blocking)."""
+    asyncio.run(_main(settings, **factories))
+
+
+async def _main(settings: Settings, **factories: Any) -> None:
+    worker = Worker(**worker_settings(settings, **factories))
+    try:
+        await worker.async_run()
+    except asyncio.CancelledError:
+        pass
+    finally:
+        await worker.close()

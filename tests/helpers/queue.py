@@ -1,0 +1,173 @@
+"""Builders for queue tests: a fake engine that satisfies the engine contract, selfies, origins, workers.
+
+The fake engine is fast and deterministic; the prompt steers it, so subprocess workers can be steered too:
+`noface` raises NoFace, `fail` always raises GenerationFailed, `flaky` fails the first try of each seed,
+`oom` raises OutOfMemory for any batch larger than one, `sleep=<s>` spreads `<s>` seconds over the steps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import re
+import signal
+import threading
+import time
+from collections.abc import AsyncIterator, Hashable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from arq.worker import Worker
+from PIL import Image
+
+from likeness.config import Settings
+from likeness.errors import GenerationFailed, NoFace, OutOfMemory
+from likeness.presets import EffectivePreset, PresetCatalog
+from likeness.queue import Delivery, DeliveryConsumer, Origin
+from likeness.queue._worker import worker_settings
+
+STEPS = 4
+
+
+@dataclass
+class FakeRequest:
+    """Same fields as `likeness.generation.PortraitRequest`."""
+
+    selfie: Image.Image
+    preset: EffectivePreset
+    prompt: str = ""
+    format: str | None = None
+    seeds: tuple[int, ...] = (0,)
+    identity_scale: float | None = None
+
+
+@dataclass
+class FakeResult:
+    images: list[Image.Image]
+    seeds: list[int]
+    metadata: dict[str, Any]
+
+
+@dataclass
+class FakeEngine:
+    """Contract double: records every engine call (`batches`: the prompts of each call)."""
+
+    settings: Settings
+    model_key: str = "fake"
+    batches: list[list[str]] = field(default_factory=list)
+    calls: int = 0
+    closed: bool = False
+
+    def __post_init__(self) -> None:
+        self.presets = PresetCatalog.load(self.settings.presets_dir)
+        self._lock = threading.Lock()
+        self._flaky_seen: set[tuple[int, ...]] = set()
+
+    def batch_key(self, request: FakeRequest) -> Hashable:
+        return (request.preset.spec, request.format or request.preset.defaults.format)
+
+    def portrait(self, request: FakeRequest, progress: Any = None) -> FakeResult:
+        return self.portrait_batch([request], [progress])[0]
+
+    def portrait_batch(self, requests: list[FakeRequest], progress: list[Any] | None = None) -> list[FakeResult]:
+        if not self._lock.acquire(blocking=False):
+            raise AssertionError("engine called from two threads at once")
+        try:
+            return self._run(requests, progress or [None] * len(requests))
+        finally:
+            self._lock.release()
+
+    def _run(self, requests: list[FakeRequest], progress: list[Any]) -> list[FakeResult]:
+        if len({self.batch_key(r) for r in requests}) > 1:
+            raise ValueError("batch keys differ")
+        self.calls += 1
+        self.batches.append([r.prompt for r in requests])
+        prompts = " ".join(r.prompt for r in requests)
+        if "oom" in prompts and len(requests) > 1:
+            raise OutOfMemory(batch=len(requests))
+        if "noface" in prompts:
+            raise NoFace()
+        if "fail" in prompts:
+            raise GenerationFailed()
+        for r in requests:
+            if "flaky" in r.prompt and r.seeds not in self._flaky_seen:
+                self._flaky_seen.add(r.seeds)
+                raise GenerationFailed()
+        sleep = max((_sleep_of(r.prompt) for r in requests), default=0.0)
+        for step in range(1, STEPS + 1):
+            time.sleep(sleep / STEPS)
+            for fn in progress:
+                if fn is not None:
+                    fn(step, STEPS)
+        return [_render(r) for r in requests]
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _sleep_of(prompt: str) -> float:
+    match = re.search(r"sleep=([0-9.]+)", prompt)
+    return float(match.group(1)) if match else 0.0
+
+
+def _render(request: FakeRequest) -> FakeResult:
+    mean = request.selfie.resize((1, 1)).getpixel((0, 0))
+    images = []
+    for seed in request.seeds:
+        tag = hashlib.sha256(f"{request.preset.spec}|{request.prompt}|{seed}".encode()).digest()
+        images.append(Image.new("RGB", (32, 32), (tag[0], tag[1], mean[0])))  # type: ignore[index]
+    metadata = {"model": "fake", "preset": request.preset.spec, "prompt": request.prompt}
+    return FakeResult(images=images, seeds=list(request.seeds), metadata=metadata)
+
+
+def selfie(color: str = "peachpuff", size: int = 64) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (size, size), color).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def origin(user: str = "u1", platform: str = "telegram", chat: str = "c1") -> Origin:
+    return Origin(platform=platform, chat_id=chat, user_id=user, message_id="m1")  # type: ignore[arg-type]
+
+
+@asynccontextmanager
+async def running_worker(
+    settings: Settings, engine: FakeEngine | None = None, *, max_tries: int = 3, **overrides: Any
+) -> AsyncIterator[FakeEngine]:
+    """An arq worker with the fake engine on this event loop, closed on exit (`overrides`: arq options)."""
+    engine = engine or FakeEngine(settings)
+    options = worker_settings(
+        settings, engine_factory=lambda _s: engine, request_factory=FakeRequest, max_tries=max_tries
+    )
+    options.update(overrides)
+    worker = Worker(**options, handle_signals=False)
+    task = asyncio.create_task(worker.async_run())
+    try:
+        yield engine
+    finally:
+        worker.handle_sig(signal.SIGUSR1)  # what SIGTERM does: cancel running jobs (arq requeues them)
+        await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
+        worker.tasks.clear()
+        await worker.close()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def next_deliveries(
+    settings: Settings, n: int, *, platform: str = "telegram", timeout: float = 10.0, consumer: str = "test"
+) -> list[Delivery]:
+    """Read and ack `n` deliveries (fails after `timeout`)."""
+    got: list[Delivery] = []
+    async with DeliveryConsumer(settings, platform, consumer, block_s=0.1) as consumer_:  # type: ignore[arg-type]
+
+        async def read() -> None:
+            async for delivery in consumer_:
+                got.append(delivery)
+                await consumer_.ack(delivery)
+                if len(got) == n:
+                    return
+
+        await asyncio.wait_for(read(), timeout)
+    return got

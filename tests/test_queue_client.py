@@ -1,0 +1,122 @@
+"""The bot-facing client without a worker: validation, limits, idempotency, ordering, outages."""
+
+from __future__ import annotations
+
+import pytest
+
+from likeness.errors import (
+    InvalidImage,
+    PromptTooLong,
+    QueueFull,
+    QueueUnavailable,
+    RateLimited,
+    ResultExpired,
+    TooManyActiveJobs,
+    UnknownFormat,
+    UnknownPreset,
+)
+from likeness.queue import PortraitParams, QueueClient
+from likeness.redis_server import RedisServer
+from tests.helpers.queue import origin, selfie
+
+GHIBLI = PortraitParams(preset="ghibli")
+
+
+@pytest.mark.parametrize(
+    ("image", "params", "error"),
+    [
+        (b"not an image", GHIBLI, InvalidImage),
+        (None, PortraitParams(preset="no-such-style"), UnknownPreset),
+        (None, PortraitParams(preset="ghibli", format="square-ish"), UnknownFormat),
+        (None, PortraitParams(preset="ghibli", prompt="x" * 401), PromptTooLong),
+    ],
+)
+async def test_bad_requests_are_refused_before_anything_is_stored(make_settings, redis_url, image, params, error):
+    async with QueueClient(make_settings(redis_url=redis_url)) as queue:
+        with pytest.raises(error) as caught:
+            await queue.submit_portrait(origin(), image or selfie(), params)
+        assert caught.value.user_message
+        assert await queue.redis.dbsize() == 0
+
+
+async def test_active_job_cap_per_user(make_settings, redis_url):
+    async with QueueClient(make_settings(redis_url=redis_url, max_active_jobs_per_user=2)) as queue:
+        for _ in range(2):
+            await queue.submit_portrait(origin("u1"), selfie(), GHIBLI)
+        with pytest.raises(TooManyActiveJobs) as caught:
+            await queue.submit_portrait(origin("u1"), selfie(), GHIBLI)
+        assert "2 portraits in progress" in caught.value.user_message
+        await queue.submit_portrait(origin("u2"), selfie(), GHIBLI)
+        await queue.cancel("u1")
+        await queue.submit_portrait(origin("u1"), selfie(), GHIBLI)
+
+
+async def test_rate_limit_says_when_to_retry(make_settings, redis_url):
+    settings = make_settings(redis_url=redis_url, rate_limit="2/minute", max_active_jobs_per_user=10, admins=["boss"])
+    async with QueueClient(settings) as queue:
+        for _ in range(2):
+            await queue.submit_portrait(origin("u1"), selfie(), GHIBLI)
+        with pytest.raises(RateLimited) as caught:
+            await queue.submit_portrait(origin("u1"), selfie(), GHIBLI)
+        assert 1 <= caught.value.retry_after <= 60
+        assert f"{caught.value.retry_after} s" in caught.value.user_message
+        for _ in range(3):  # admins bypass limits
+            await queue.submit_portrait(origin("boss"), selfie(), GHIBLI)
+
+
+async def test_global_queue_cap(make_settings, redis_url):
+    async with QueueClient(make_settings(redis_url=redis_url, queue_cap=2)) as queue:
+        await queue.submit_portrait(origin("u1"), selfie(), GHIBLI)
+        await queue.submit_portrait(origin("u2"), selfie(), GHIBLI)
+        with pytest.raises(QueueFull) as caught:
+            await queue.submit_portrait(origin("u3"), selfie(), GHIBLI)
+        assert caught.value.retry_after >= 5 and "busy" in caught.value.user_message
+
+
+async def test_idempotency_key_makes_a_double_click_one_job(make_settings, redis_url):
+    async with QueueClient(make_settings(redis_url=redis_url)) as queue:
+        first = await queue.submit_portrait(origin(), selfie(), GHIBLI, idempotency_key="press-42")
+        second = await queue.submit_portrait(origin(), selfie(), GHIBLI, idempotency_key="press-42")
+        other = await queue.submit_portrait(origin("u2"), selfie(), GHIBLI, idempotency_key="press-42")
+        assert second.job_id == first.job_id and second.duplicate and not first.duplicate
+        assert other.job_id != first.job_id
+        assert await queue.redis.zcard("arq:queue") == 2
+
+
+async def test_positions_eta_and_fair_order(make_settings, redis_url):
+    settings = make_settings(redis_url=redis_url, max_active_jobs_per_user=10)
+    async with QueueClient(settings) as queue:
+        await queue.redis.lpush("likeness:durations", 2.0, 4.0)
+        heavy = [await queue.submit_portrait(origin("heavy"), selfie(), GHIBLI) for _ in range(5)]
+        light = await queue.submit_portrait(origin("light"), selfie(), GHIBLI)
+        assert [t.position for t in heavy] == [1, 2, 3, 4, 5]
+        assert [t.eta_s for t in heavy] == [3.0, 6.0, 9.0, 12.0, 15.0]
+        assert light.position == 2, "one user's backlog must not push another user's job back"
+        assert await queue.position(heavy[1].job_id) == 3
+        stats = await queue.stats()
+        assert (stats.queued, stats.running, stats.jobs_today, stats.avg_job_s) == (6, 0, 6, 3.0)
+
+
+async def test_results_and_images_expire_cleanly(make_settings, redis_url):
+    async with QueueClient(make_settings(redis_url=redis_url)) as queue:
+        with pytest.raises(ResultExpired):
+            await queue.get_result("r-gone")
+        with pytest.raises(ResultExpired):
+            await queue.get_image("img-gone-0")
+        with pytest.raises(ResultExpired):
+            await queue.submit_reroll(origin(), "r-gone")
+
+
+async def test_outage_raises_queue_unavailable_and_the_client_recovers(make_settings, tmp_path):
+    with RedisServer(tmp_path / "r", appendonly=False) as server:
+        async with QueueClient(make_settings(redis_url=server.url)) as queue:
+            await queue.submit_portrait(origin(), selfie(), GHIBLI)
+            server.stop()
+            with pytest.raises(QueueUnavailable) as caught:
+                await queue.submit_portrait(origin(), selfie(), GHIBLI)
+            assert caught.value.__cause__ is not None
+            with pytest.raises(QueueUnavailable):
+                await queue.stats()
+            server.start()
+            ticket = await queue.submit_portrait(origin(), selfie(), GHIBLI)
+            assert ticket.position == 1
