@@ -85,6 +85,7 @@ class Settings(BaseSettings):
     allow_nsfw_age_restricted: bool = False
     watermark: bool = True
     abuse_retention_days: int = 30
+    nsfw_threshold: float = Field(0.5, ge=0, le=1, description="NSFW probability at which an image is flagged")
 
     # --- playground -------------------------------------------------------------------------------
     playground_host: str = "127.0.0.1"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import warnings
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 from likeness.errors import InvalidImage
 
@@ -86,10 +86,13 @@ def load_image(data: bytes, *, max_bytes: int, max_pixels: int) -> Image.Image:
     return rgb
 
 
-def encode_image(image: Image.Image, fmt: str = "png", *, quality: int = 92, pnginfo: object = None) -> bytes:
+def encode_image(
+    image: Image.Image, fmt: str = "png", *, quality: int = 92, pnginfo: object = None, xmp: bytes | None = None
+) -> bytes:
     """Encode a generated image; only what the caller passes is written, never input metadata.
 
     Alpha is kept for PNG and WebP and flattened onto white for JPEG.
+    `xmp` is an XMP packet stored the standard way: PNG iTXt `XML:com.adobe.xmp`, JPEG APP1, WebP `XMP ` chunk.
     """
     try:
         pil_format = _FORMATS[fmt.lower()]
@@ -106,8 +109,16 @@ def encode_image(image: Image.Image, fmt: str = "png", *, quality: int = 92, png
     clean.paste(source)
     buf = io.BytesIO()
     params: dict[str, object] = {}
+    if pil_format == "PNG" and xmp is not None:
+        info = PngImagePlugin.PngInfo()
+        if isinstance(pnginfo, PngImagePlugin.PngInfo):
+            info.chunks = list(pnginfo.chunks)  # a copy: the caller's object stays as it was
+        info.add_itxt("XML:com.adobe.xmp", xmp.decode("utf-8"), zip=False)
+        pnginfo = info
     if pil_format == "PNG" and pnginfo is not None:
         params["pnginfo"] = pnginfo
+    if pil_format != "PNG" and xmp is not None:
+        params["xmp"] = xmp
     if pil_format in ("JPEG", "WEBP"):
         params["quality"] = quality
     clean.save(buf, format=pil_format, **params)
