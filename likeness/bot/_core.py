@@ -67,15 +67,27 @@ class BotCore:
     # --- requests ----------------------------------------------------------------------------------
 
     async def portrait(
-        self, origin: Origin, args: PortraitArgs, selfie: bytes | None, *, guild_id: str | None = None
+        self,
+        origin: Origin,
+        args: PortraitArgs,
+        selfie: bytes | None,
+        *,
+        key: str | None = None,
+        guild_id: str | None = None,
     ) -> Ticket:
-        """Check and enqueue a portrait; `UserError`s explain what to fix."""
+        """Check and enqueue a portrait; `UserError`s explain what to fix.
+
+        `key` (e.g. the request message id) makes a repeated event (a platform re-sending an update after a
+        restart) return the first job's ticket, marked `duplicate`, instead of a second job.
+        """
         await self._admit(origin, guild_id)
         if selfie is None:
             raise UserError(message=NEED_SELFIE)
         await self._check_prompt(origin, args.prompt)
         params = PortraitParams(preset=args.preset, prompt=args.prompt, format=args.format, count=args.count)
-        ticket = await self.queue.submit_portrait(origin, selfie, params)
+        ticket = await self.queue.submit_portrait(origin, selfie, params, idempotency_key=key)
+        if ticket.duplicate:
+            return ticket
         await self.abuse.record("request", origin.user_id, origin.platform, origin.chat_id, ticket.job_id,
                                 f"portrait {args.preset} {args.prompt}".strip())  # fmt: skip
         return ticket
@@ -111,6 +123,12 @@ class BotCore:
         await self._check_owner(origin, result_id)
         await self._check_prompt(origin, instruction)
         return await self.queue.submit_edit(origin, result_id, instruction, mask, idempotency_key=key)
+
+    async def check_may_change(self, origin: Origin, result_id: str, *, guild_id: str | None = None) -> None:
+        """Raise (`NotAllowed`, `NotRequester`, `ResultExpired`, ...) unless `origin`'s user may reroll or edit
+        `result_id`: lets a frontend refuse a button press quietly before it shows any progress."""
+        await self._admit(origin, guild_id)
+        await self._check_owner(origin, result_id)
 
     async def cancel(self, origin: Origin) -> str:
         cancelled = await self.queue.cancel(origin.user_id)
