@@ -8,17 +8,17 @@ queue validation and limits (in `QueueClient`). A refusal never reaches the GPU.
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 from likeness.bot._access import AccessPolicy
 from likeness.bot._buttons import Button, result_buttons
 from likeness.bot._grammar import PortraitArgs
 from likeness.bot._links import MessageLinks
 from likeness.bot._policy import PromptPolicy
-from likeness.bot._safety import Decision, Place, decide
+from likeness.bot._safety import Decision, Place, decide, notice
 from likeness.bot._texts import (
     NEED_SELFIE,
     caption,
@@ -62,7 +62,7 @@ class BotCore:
         self.policy = PromptPolicy.from_settings(settings)
         self.links = MessageLinks(queue.redis, settings.result_ttl_s)
         self.abuse = AbuseLog(queue.redis, settings.abuse_retention_days)
-        self.community = CommunitySettings(queue.redis)
+        self.community = CommunitySettings(queue.redis, settings)
 
     # --- requests ----------------------------------------------------------------------------------
 
@@ -144,7 +144,7 @@ class BotCore:
         if not self.access.is_admin(origin.user_id):
             raise UserError(message="/stats is for this bot's admins.")
         stats = await self.queue.stats()
-        since = time.time() - 24 * 3600
+        since = datetime.now(UTC) - timedelta(days=1)
         safety = await self.abuse.counts(since)
         return stats_text(
             {
@@ -202,8 +202,8 @@ class BotCore:
         flagged = meta.get("nsfw_scores") or []
         place = await self._place(delivery.origin)
         decision = decide(max(flagged, default=0.0), place, self.settings)  # type: ignore[type-var]
-        if decision.action is Decision.WITHHOLD:
-            return ResultMessage(text=decision.notice, result_id=result.result_id)
+        if decision is Decision.WITHHOLD:
+            return ResultMessage(text=notice(decision, place, self.settings) or "", result_id=result.result_id)
         images = tuple([await self.queue.get_image(blob) for blob in result.image_blob_ids])
         notices = tuple(str(n) for n in meta.get("notices", []))  # type: ignore[union-attr]
         if notices:
@@ -213,7 +213,7 @@ class BotCore:
             images=images,
             buttons=tuple(result_buttons(result.result_id)),
             result_id=result.result_id,
-            spoiler=decision.action is Decision.SPOILER,
+            spoiler=decision is Decision.SPOILER,
             notices=notices,
         )
 
@@ -251,4 +251,4 @@ class BotCore:
 
     async def _place(self, origin: Origin) -> Place:
         chat = await self.community.get(origin.platform, origin.chat_id)
-        return Place(age_restricted=origin.age_restricted, allow_nsfw=chat.allow_nsfw)
+        return Place(age_restricted=origin.age_restricted or chat.age_restricted, allow_nsfw=chat.allow_nsfw)
