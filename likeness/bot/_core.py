@@ -29,7 +29,8 @@ from likeness.bot._texts import (
     stats_text,
 )
 from likeness.config import Settings
-from likeness.errors import Banned, LikenessError, UserError
+from likeness.errors import Banned, LikenessError, PromptTooLong, UserError
+from likeness.presets import get_format
 from likeness.queue import Delivery, Origin, PortraitParams, QueueClient, Ticket
 from likeness.queue._abuse import AbuseLog
 from likeness.queue._community import ChatSettings, CommunitySettings
@@ -91,6 +92,17 @@ class BotCore:
         await self.abuse.record("request", origin.user_id, origin.platform, origin.chat_id, ticket.job_id,
                                 f"portrait {args.preset} {args.prompt}".strip())  # fmt: skip
         return ticket
+
+    async def check_portrait(self, origin: Origin, args: PortraitArgs, *, guild_id: str | None = None) -> None:
+        """The checks of `portrait` that need no selfie (allowlist, ban, preset, format, prompt), so a frontend
+        can refuse at once, before it acknowledges publicly or downloads anything."""
+        await self._admit(origin, guild_id)
+        self.presets.resolve(args.preset)
+        if args.format is not None:
+            get_format(args.format)
+        if len(args.prompt) > self.settings.max_prompt_chars:
+            raise PromptTooLong(length=len(args.prompt), limit=self.settings.max_prompt_chars)
+        await self._check_prompt(origin, args.prompt)
 
     async def reroll(
         self, origin: Origin, result_id: str, *, key: str | None = None, guild_id: str | None = None
