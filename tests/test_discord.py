@@ -4,13 +4,17 @@ and a worker (the tiny model where pixels matter, the queue's fake engine where 
 from __future__ import annotations
 
 import asyncio
+import io
+import time
 from collections.abc import AsyncIterator, Callable
 
 import pytest
+from PIL import Image
 
+from likeness.bot.discord import LikenessClient
 from likeness.config import Settings
-from tests.fakes.discord_api import FakeDiscord
-from tests.helpers.discord import ADMIN, TOKEN, running_bot
+from tests.fakes.discord_api import TEXT_CHANNEL_ID, FakeDiscord
+from tests.helpers.discord import ADMIN, TOKEN, png, portrait, real_worker, running_bot
 
 
 @pytest.fixture
@@ -52,3 +56,38 @@ async def test_commands_are_registered_once_and_resynced_on_demand(settings: Set
         pass
     assert fake.command_puts == 2
     await asyncio.sleep(0)
+
+
+async def test_portrait_happy_path_with_the_tiny_model(settings: Settings, fake: FakeDiscord) -> None:
+    async with running_bot(settings, fake) as client, real_worker(settings):
+        selfie = fake.add_attachment(png("peachpuff"))
+        payload = portrait(fake, selfie, preset="ghibli", prompt="smiling")
+        record = fake.interactions[payload["token"]]
+        sent_at = time.monotonic()
+        await fake.dispatch("INTERACTION_CREATE", payload)
+        await fake.wait_for(lambda: record["responses"], timeout=5)
+        assert record["responses"][0]["type"] == 5, "a public 'thinking…' first"
+        assert record["responses"][0]["at"] - sent_at < 3.0
+        original = record["original"]
+        await fake.wait_for(lambda: fake.message(original)["attachments"], timeout=120)
+        message = fake.message(original)
+        # Progress came first, as edits of the same response.
+        texts = [e["body"].get("content", "") for e in record["edits"] if e["body"]]
+        assert any("queue" in t or "Starting" in t or "Painting" in t for t in texts[:-1]), texts
+        # The result: one PNG, caption with preset, seed and likeness, the four buttons.
+        assert len(fake.files[original]) == 1
+        image = Image.open(io.BytesIO(fake.files[original][0]))
+        assert image.format == "PNG" and image.width >= 64
+        result_id = await client.core.result_for_message("discord", str(TEXT_CHANNEL_ID), str(original))
+        assert result_id is not None, "the result message is linked to its result"
+        result = await client.core.queue.get_result(result_id)
+        assert f"seed {result.seeds[0]}" in message["content"] and "Likeness" in message["content"]
+        buttons = [b for row in message["components"] for b in row["components"]]
+        assert [b["custom_id"] for b in buttons] == [f"lk:{a}:{result_id}" for a in ("reroll", "edit", "vary", "full")]
+        assert [b["label"] for b in buttons] == ["🔄 Reroll", "✏️ Edit", "✨ Variations", "📥 Full size"]
+        assert await _pending(client) == 0, "the delivery was acked"
+
+
+async def _pending(client: LikenessClient) -> int:
+    info = await client.core.queue.redis.xpending("likeness:deliveries:discord", "bots")
+    return int(info["pending"])
