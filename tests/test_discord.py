@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import itertools
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -14,7 +15,29 @@ from PIL import Image
 from likeness.bot.discord import LikenessClient
 from likeness.config import Settings
 from tests.fakes.discord_api import TEXT_CHANNEL_ID, FakeDiscord
-from tests.helpers.discord import ADMIN, TOKEN, png, portrait, real_worker, running_bot
+from tests.helpers.discord import (
+    ADMIN,
+    OTHER,
+    TOKEN,
+    USER,
+    autocomplete,
+    button,
+    buttons,
+    context_menu,
+    ephemeral_texts,
+    modal_submit,
+    png,
+    portrait,
+    reaction,
+    real_worker,
+    reply,
+    request_portrait,
+    running_bot,
+    slash,
+    wait_result,
+    wait_text,
+)
+from tests.helpers.queue import running_worker
 
 
 @pytest.fixture
@@ -78,7 +101,7 @@ async def test_portrait_happy_path_with_the_tiny_model(settings: Settings, fake:
         assert len(fake.files[original]) == 1
         image = Image.open(io.BytesIO(fake.files[original][0]))
         assert image.format == "PNG" and image.width >= 64
-        result_id = await client.core.result_for_message("discord", str(TEXT_CHANNEL_ID), str(original))
+        result_id = await _linked(client, message)
         assert result_id is not None, "the result message is linked to its result"
         result = await client.core.queue.get_result(result_id)
         assert f"seed {result.seeds[0]}" in message["content"] and "Likeness" in message["content"]
@@ -88,6 +111,211 @@ async def test_portrait_happy_path_with_the_tiny_model(settings: Settings, fake:
         assert await _pending(client) == 0, "the delivery was acked"
 
 
+async def _linked(client: LikenessClient, message: dict[str, str]) -> str | None:
+    """The result a message is linked to (the link is written right after the send returns)."""
+    for _ in range(50):
+        linked = await client.core.result_for_message("discord", message["channel_id"], message["id"])
+        if linked is not None:
+            return linked
+        await asyncio.sleep(0.05)
+    return None
+
+
 async def _pending(client: LikenessClient) -> int:
     info = await client.core.queue.redis.xpending("likeness:deliveries:discord", "bots")
     return int(info["pending"])
+
+
+async def test_progress_edits_show_percent_and_are_throttled(settings: Settings, fake: FakeDiscord) -> None:
+    async with running_bot(settings, fake), running_worker(settings):
+        payload, message = await request_portrait(fake, prompt="sleep=3")
+        edits = fake.interactions[payload["token"]]["edits"]
+        progress = [e for e in edits if not e["files"]]
+        assert any("%" in e["body"]["content"] for e in progress), [e["body"] for e in progress]
+        gaps = [b["at"] - a["at"] for a, b in itertools.pairwise(progress)]
+        assert gaps and min(gaps) >= 0.9, gaps
+        assert edits[-1]["files"], "the result is the last edit: no progress text after it"
+        assert "seed" in message["content"]
+
+
+async def test_autocomplete_suggests_presets_and_fusions(settings: Settings, fake: FakeDiscord) -> None:
+    async with running_bot(settings, fake):
+        answers = {}
+        for text in ("ghib", "ghibli+", "ghibli:0.7+he"):
+            payload = autocomplete(fake, text)
+            await fake.dispatch("INTERACTION_CREATE", payload)
+            record = fake.interactions[payload["token"]]
+            await fake.wait_for(lambda record=record: record["responses"], timeout=5)
+            assert record["responses"][0]["type"] == 8
+            answers[text] = [c["value"] for c in record["responses"][0]["data"]["choices"]]
+    assert answers["ghib"] == ["ghibli"]
+    assert "ghibli+headshot" in answers["ghibli+"] and "ghibli+ghibli" not in answers["ghibli+"]
+    assert all(v.startswith("ghibli+") for v in answers["ghibli+"]) and len(answers["ghibli+"]) <= 25
+    assert answers["ghibli:0.7+he"][0] == "ghibli:0.7+headshot", "prefix matches first, weights kept"
+
+
+async def test_presets_cancel_forget_and_stats(settings: Settings, fake: FakeDiscord) -> None:
+    async with running_bot(settings, fake) as client, running_worker(settings):
+        presets = slash(fake, "presets")
+        await fake.dispatch("INTERACTION_CREATE", presets)
+        await fake.wait_for(lambda: "".join(ephemeral_texts(fake, presets["token"])).count("—") >= 19, timeout=5)
+        listing = "\n".join(ephemeral_texts(fake, presets["token"]))
+        assert all(name in listing for name in client.core.presets.names())
+
+        long_job = portrait(fake, fake.add_attachment(png()), prompt="sleep=20")
+        await fake.dispatch("INTERACTION_CREATE", long_job)
+        await fake.wait_for(lambda: fake.interactions[long_job["token"]]["edits"], timeout=5)
+        cancel = slash(fake, "cancel")
+        await fake.dispatch("INTERACTION_CREATE", cancel)
+        await fake.wait_for(lambda: ephemeral_texts(fake, cancel["token"]), timeout=5)
+        assert "Cancelled 1" in ephemeral_texts(fake, cancel["token"])[0]
+
+        forget = slash(fake, "forget")
+        await fake.dispatch("INTERACTION_CREATE", forget)
+        await fake.wait_for(lambda: ephemeral_texts(fake, forget["token"]), timeout=5)
+        assert "deleted everything" in ephemeral_texts(fake, forget["token"])[0]
+
+        denied = slash(fake, "stats", user_id=USER)
+        allowed = slash(fake, "stats", user_id=ADMIN)
+        for payload in (denied, allowed):
+            await fake.dispatch("INTERACTION_CREATE", payload)
+            await fake.wait_for(lambda payload=payload: ephemeral_texts(fake, payload["token"]), timeout=5)
+        assert "admins" in ephemeral_texts(fake, denied["token"])[0]
+        assert "jobs today" in ephemeral_texts(fake, allowed["token"])[0]
+
+
+async def test_buttons_work_after_a_restart(settings: Settings, fake: FakeDiscord) -> None:
+    async with running_worker(settings):
+        async with running_bot(settings, fake):
+            _, first = await request_portrait(fake)
+        async with running_bot(settings, fake, consumer="after-restart") as client:
+            ids = buttons(first)
+            first_result = ids["reroll"].split(":")[2]
+            first_seed = (await client.core.queue.get_result(first_result)).seeds[0]
+
+            press = button(fake, int(first["id"]), ids["reroll"])
+            await fake.dispatch("INTERACTION_CREATE", press)
+            await fake.wait_for(lambda: fake.interactions[press["token"]]["original"], timeout=5)
+            rerolled = await wait_result(fake, fake.interactions[press["token"]]["original"])
+            new_result = buttons(rerolled)["reroll"].split(":")[2]
+            assert new_result != first_result
+            assert (await client.core.queue.get_result(new_result)).seeds[0] != first_seed
+            assert fake.message(first["id"])["attachments"], "the first result stays as it was"
+
+            vary = button(fake, int(first["id"]), ids["vary"])
+            await fake.dispatch("INTERACTION_CREATE", vary)
+            await fake.wait_for(lambda: fake.interactions[vary["token"]]["original"], timeout=5)
+            varied = await wait_result(fake, fake.interactions[vary["token"]]["original"])
+            assert len(varied["attachments"]) == 4
+
+            full = button(fake, int(first["id"]), ids["full"], user_id=OTHER)
+            await fake.dispatch("INTERACTION_CREATE", full)
+            record = fake.interactions[full["token"]]
+            await fake.wait_for(lambda: record["followups"], timeout=5)
+            file_message = fake.message(record["followups"][0])
+            assert file_message["flags"] & 64, "full size is sent privately"
+            assert fake.files[int(file_message["id"])] == [fake.files[int(first["id"])][0]]
+
+            edit = button(fake, int(first["id"]), ids["edit"])
+            await fake.dispatch("INTERACTION_CREATE", edit)
+            await fake.wait_for(lambda: fake.interactions[edit["token"]]["responses"], timeout=5)
+            modal = fake.interactions[edit["token"]]["responses"][0]
+            assert modal["type"] == 9 and modal["data"]["custom_id"] == f"lk:editmodal:{first_result}"
+
+        async with running_bot(settings, fake, consumer="second-restart"):
+            submit = modal_submit(fake, modal["data"]["custom_id"], "make the hair blue")
+            await fake.dispatch("INTERACTION_CREATE", submit)
+            await fake.wait_for(lambda: fake.interactions[submit["token"]]["original"], timeout=5)
+            # The queue branch's worker has no edit engine yet: it answers with a clear text.
+            answered = await wait_text(fake, fake.interactions[submit["token"]]["original"], "not available")
+            assert "Edits" in answered["content"]
+
+
+async def test_only_the_requester_may_change_a_result_unless_the_server_collaborates(
+    settings: Settings, fake: FakeDiscord
+) -> None:
+    async with running_bot(settings, fake) as client, running_worker(settings):
+        _, result = await request_portrait(fake)
+        press = button(fake, int(result["id"]), buttons(result)["reroll"], user_id=OTHER)
+        await fake.dispatch("INTERACTION_CREATE", press)
+        await fake.wait_for(lambda: ephemeral_texts(fake, press["token"]), timeout=5)
+        assert "Only the person who asked" in ephemeral_texts(fake, press["token"])[0]
+        assert fake.interactions[press["token"]]["responses"][0]["type"] == 4, "refused without a public answer"
+
+        await client.core.community.update("discord", str(TEXT_CHANNEL_ID), collaborate=True)
+        press = button(fake, int(result["id"]), buttons(result)["reroll"], user_id=OTHER)
+        await fake.dispatch("INTERACTION_CREATE", press)
+        await fake.wait_for(lambda: fake.interactions[press["token"]]["original"], timeout=5)
+        await wait_result(fake, fake.interactions[press["token"]]["original"])
+
+
+async def test_context_menus_reroll_and_edit(settings: Settings, fake: FakeDiscord) -> None:
+    async with running_bot(settings, fake), running_worker(settings):
+        _, result = await request_portrait(fake)
+        menu = context_menu(fake, "Reroll", int(result["id"]))
+        await fake.dispatch("INTERACTION_CREATE", menu)
+        await fake.wait_for(lambda: fake.interactions[menu["token"]]["original"], timeout=5)
+        await wait_result(fake, fake.interactions[menu["token"]]["original"])
+
+        edit = context_menu(fake, "Edit image", int(result["id"]))
+        await fake.dispatch("INTERACTION_CREATE", edit)
+        await fake.wait_for(lambda: fake.interactions[edit["token"]]["responses"], timeout=5)
+        assert fake.interactions[edit["token"]]["responses"][0]["type"] == 9
+
+        not_ours = reply(fake, result, "hello", mention=False)
+        menu = context_menu(fake, "Reroll", int(not_ours["id"]))
+        await fake.dispatch("INTERACTION_CREATE", menu)
+        await fake.wait_for(lambda: ephemeral_texts(fake, menu["token"]), timeout=5)
+        assert "isn't one of my portraits" in ephemeral_texts(fake, menu["token"])[0]
+
+
+@pytest.mark.parametrize("emoji", ["🔄", "🎲", "👎🏽"])
+async def test_reaction_rerolls_a_result(settings: Settings, fake: FakeDiscord, emoji: str) -> None:
+    async with running_bot(settings, fake), running_worker(settings):
+        _, result = await request_portrait(fake)
+        before = set(fake.messages)
+        await fake.dispatch("MESSAGE_REACTION_ADD", reaction(result, "🔄", user_id=OTHER))
+        await fake.dispatch("MESSAGE_REACTION_ADD", reaction(result, emoji, user_id=USER))
+        new = await fake.wait_for(lambda: [m for m in set(fake.messages) - before if fake.messages[m]["attachments"]])
+        rerolled = fake.message(new[0])
+        assert str(rerolled["message_reference"]["message_id"]) == result["id"], "the new image replies to the old one"
+        await asyncio.sleep(0.5)
+        assert len(set(fake.messages) - before) == 1, "only the requester's reaction counts (progress became result)"
+        assert buttons(rerolled)["reroll"] != buttons(result)["reroll"]
+
+
+async def test_reply_mentioning_the_bot_edits_the_result(settings: Settings, fake: FakeDiscord) -> None:
+    async with running_bot(settings, fake), running_worker(settings):
+        _, result = await request_portrait(fake)
+        ask = reply(fake, result, "make the hair blue")
+        before = set(fake.messages)
+        await fake.dispatch("MESSAGE_CREATE", ask)
+        answer = await fake.wait_for(
+            lambda: [m for m in set(fake.messages) - before if "not available" in fake.messages[m]["content"]]
+        )
+        assert str(fake.message(answer[0])["message_reference"]["message_id"]) == ask["id"]
+
+        stranger = reply(fake, result, "make it purple", user_id=OTHER)
+        before = set(fake.messages)
+        await fake.dispatch("MESSAGE_CREATE", stranger)
+        refused = await fake.wait_for(lambda: [m for m in set(fake.messages) - before])
+        assert "Only the person who asked" in fake.message(refused[0])["content"]
+
+
+async def test_late_result_after_the_token_expired_is_posted_in_the_channel(
+    settings: Settings, fake: FakeDiscord
+) -> None:
+    async with running_bot(settings, fake) as client, running_worker(settings):
+        payload = portrait(fake, fake.add_attachment(png()), prompt="sleep=1", created_at=time.time() - 20 * 60)
+        record = fake.interactions[payload["token"]]
+        await fake.dispatch("INTERACTION_CREATE", payload)
+        await fake.wait_for(lambda: record["original"], timeout=5)
+        fake.expired_tokens.add(payload["token"])  # Discord refuses the token from now on
+        posted = await fake.wait_for(
+            lambda: [m for m in fake.channel_messages(TEXT_CHANNEL_ID) if m["attachments"]], timeout=20
+        )
+        message = posted[0]
+        assert str(message["message_reference"]["message_id"]) == str(record["original"])
+        assert buttons(message)
+        assert await _linked(client, message) == buttons(message)["reroll"].split(":")[2]
+        assert not [r for r in fake.calls("PATCH", payload["token"]) if r.files], "the dead token is not used"

@@ -254,3 +254,39 @@ async def real_worker(settings: Settings) -> AsyncIterator[None]:
         await worker.close()
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def wait_result(fake: FakeDiscord, message_id: int, timeout: float = 20.0) -> dict[str, Any]:
+    """Wait until the bot's message `message_id` shows images (a delivered result)."""
+    await fake.wait_for(lambda: fake.messages.get(message_id, {}).get("attachments"), timeout=timeout)
+    return fake.message(message_id)
+
+
+async def wait_text(fake: FakeDiscord, message_id: int, needle: str, timeout: float = 20.0) -> dict[str, Any]:
+    """Wait until the bot's message `message_id` contains `needle`."""
+    await fake.wait_for(lambda: needle in fake.messages.get(message_id, {}).get("content", ""), timeout=timeout)
+    return fake.message(message_id)
+
+
+async def request_portrait(
+    fake: FakeDiscord, *, preset: str = "ghibli", prompt: str | None = None, user_id: int = USER, **kwargs: Any
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run /portrait through the gateway; returns (interaction payload, its result message)."""
+    payload = portrait(fake, fake.add_attachment(png()), preset=preset, prompt=prompt, user_id=user_id, **kwargs)
+    record = fake.interactions[payload["token"]]
+    await fake.dispatch("INTERACTION_CREATE", payload)
+    await fake.wait_for(lambda: record["original"], timeout=5)
+    return payload, await wait_result(fake, record["original"])
+
+
+def buttons(message: dict[str, Any]) -> dict[str, str]:
+    """action → custom id of the buttons under a message."""
+    return {b["custom_id"].split(":")[1]: b["custom_id"] for row in message["components"] for b in row["components"]}
+
+
+def ephemeral_texts(fake: FakeDiscord, token: str) -> list[str]:
+    """Texts the bot answered privately to one interaction (initial response or follow-ups)."""
+    record = fake.interactions[token]
+    texts = [r["data"].get("content", "") for r in record["responses"] if int(r["data"].get("flags", 0)) & 64]
+    texts += [fake.messages[m]["content"] for m in record["followups"] if fake.messages[m]["flags"] & 64]
+    return texts
