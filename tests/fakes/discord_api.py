@@ -101,6 +101,7 @@ class FakeDiscord:
         self.forbidden_channels: set[int] = set()
         self.expired_tokens: set[str] = set()
         self.cdn: dict[str, tuple[bytes, str]] = {}
+        self.downloads: list[str] = []
         self.identifies: list[dict[str, Any]] = []
         self.gateway_urls: list[str] = []
         self._sockets: list[web.WebSocketResponse] = []
@@ -284,6 +285,7 @@ class FakeDiscord:
     # --- CDN ---------------------------------------------------------------------------------------
 
     async def _cdn(self, request: web.Request) -> web.Response:
+        self.downloads.append(request.match_info["name"])
         item = self.cdn.get(request.match_info["name"])
         if item is None:
             return web.Response(status=404)
