@@ -1,14 +1,34 @@
-"""`likeness discord`: not built yet (issue 6)."""
+"""`likeness discord`: run the Discord bot (a worker serves the queue elsewhere, e.g. `likeness worker`)."""
 
 from __future__ import annotations
 
 import argparse
-
-from likeness.commands._placeholder import no_arguments as add_arguments
-from likeness.commands._placeholder import not_built
+import logging
+import sys
 
 __all__ = ["add_arguments", "run"]
 
 
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--sync",
+        action="store_true",
+        help="upload the slash commands even if unchanged (normally only when their definition changed)",
+    )
+
+
 def run(args: argparse.Namespace) -> int:
-    return not_built("discord", "issue 6")
+    from likeness.config import Settings
+
+    settings = Settings()
+    if settings.discord_token is None:
+        print(
+            "LIKENESS_DISCORD_TOKEN is not set. Create an application at https://discord.com/developers/applications,\n"
+            "add a bot, copy its token into LIKENESS_DISCORD_TOKEN and run `likeness discord` again (docs/discord.md).",
+            file=sys.stderr,
+        )
+        return 2
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from likeness.bot.discord import run_discord
+
+    return run_discord(settings, force_sync=args.sync)

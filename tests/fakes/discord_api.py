@@ -209,6 +209,8 @@ class FakeDiscord:
                 elif frame["op"] == 2:
                     self.identifies.append(frame["d"])
                     await self._ready(ws, frame["d"])
+                    async with self._changed:
+                        self._changed.notify_all()
         finally:
             self._sockets.remove(ws)
         return ws

@@ -11,8 +11,10 @@ reply-to-edit, reliable delivery. A thin adapter over `likeness.bot.BotCore`; ne
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import sys
 
+import aiohttp
+import discord
 import discord.http
 
 from likeness.bot._core import BotCore
@@ -46,13 +48,21 @@ async def serve(settings: Settings, core: BotCore, *, force_sync: bool = False) 
 
 
 def run_discord(settings: Settings, *, force_sync: bool = False) -> int:
-    """`likeness discord`: the bot on its own (a worker runs elsewhere); returns when stopped."""
+    """`likeness discord`: the bot on its own (a worker runs elsewhere); returns when stopped (Ctrl-C)."""
     from likeness.queue import QueueClient
 
     async def main() -> None:
         async with QueueClient(settings) as queue:
             await serve(settings, BotCore(settings, queue), force_sync=force_sync)
 
-    with contextlib.suppress(KeyboardInterrupt):
+    try:
         asyncio.run(main())
+    except KeyboardInterrupt:
+        return 0
+    except discord.LoginFailure:
+        print("Discord refused the token in LIKENESS_DISCORD_TOKEN: copy it again from the Bot page.", file=sys.stderr)
+        return 1
+    except (aiohttp.ClientError, OSError, discord.GatewayNotFound) as exc:
+        print(f"Cannot reach Discord at {settings.discord_api_url}: {exc}", file=sys.stderr)
+        return 1
     return 0

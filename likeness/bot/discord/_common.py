@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from typing import Final
 
 import discord
 
@@ -33,7 +34,7 @@ __all__ = [
 
 log = logging.getLogger("likeness.bot.discord")
 
-PLATFORM = "discord"
+PLATFORM: Final = "discord"
 # Discord's interaction tokens live 15 minutes; past 14 a result goes out as a channel message instead.
 TOKEN_LIFETIME_S = 14 * 60
 EXTRA_APP = "app_id"

@@ -1,0 +1,61 @@
+"""`likeness discord` as an operator runs it: a clear refusal without a token; with one, it connects through
+LIKENESS_DISCORD_API_URL, `--sync` uploads the commands even when unchanged, and the token is never logged."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from redis.asyncio import Redis
+
+from tests.fakes.discord_api import APP_ID, FakeDiscord
+from tests.helpers.discord import TOKEN
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIKENESS_")}
+    env.update(PYTHONPATH=str(ROOT), **extra)
+    return env
+
+
+def test_refuses_clearly_without_a_token(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "likeness", "discord"],
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2
+    assert "LIKENESS_DISCORD_TOKEN is not set" in out.stderr
+
+
+async def test_sync_flag_uploads_unchanged_commands_and_the_token_stays_secret(redis_url: str, tmp_path: Path) -> None:
+    async with FakeDiscord() as fake, Redis.from_url(redis_url) as redis:
+        await redis.set(f"likeness:discord:commands:{APP_ID}", "the-same-hash-as-before")
+        env = _env(
+            LIKENESS_DISCORD_TOKEN=TOKEN,
+            LIKENESS_DISCORD_API_URL=fake.api_url,
+            LIKENESS_REDIS_URL=redis_url,
+            LIKENESS_LOG_LEVEL="DEBUG",
+        )
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "likeness", "discord", "--sync",
+            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            await fake.wait_for(lambda: fake.identifies, timeout=60)
+            assert fake.command_puts == 1
+        finally:
+            proc.send_signal(signal.SIGINT)
+            output, _ = await asyncio.wait_for(proc.communicate(), 30)
+        assert proc.returncode == 0, output.decode()
+        assert TOKEN not in output.decode(), "the token must never reach the logs"
+        assert fake.identifies[0]["token"] == TOKEN
