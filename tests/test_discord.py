@@ -34,6 +34,7 @@ from tests.helpers.discord import (
     request_portrait,
     running_bot,
     slash,
+    user_message,
     wait_result,
     wait_text,
 )
@@ -319,3 +320,22 @@ async def test_late_result_after_the_token_expired_is_posted_in_the_channel(
         assert buttons(message)
         assert await _linked(client, message) == buttons(message)["reroll"].split(":")[2]
         assert not [r for r in fake.calls("PATCH", payload["token"]) if r.files], "the dead token is not used"
+
+
+async def test_thread_per_request_takes_edits_by_mention(
+    make_settings: Callable[..., Settings], redis_url: str, fake: FakeDiscord
+) -> None:
+    settings = make_settings(redis_url=redis_url, discord_api_url=fake.api_url, discord_threads=True)
+    async with running_bot(settings, fake), running_worker(settings):
+        _, result = await request_portrait(fake)
+        await fake.wait_for(lambda: fake.threads, timeout=5)
+        thread_id = int(fake.threads[0]["id"])
+        assert thread_id == int(result["id"]), "the thread hangs under the result"
+        howto = await fake.wait_for(lambda: fake.channel_messages(thread_id), timeout=5)
+        assert "mention" in howto[0]["content"]
+        before = set(fake.messages)
+        await fake.dispatch("MESSAGE_CREATE", user_message(fake, thread_id, "make the hair blue"))
+        answered = await fake.wait_for(
+            lambda: [m for m in set(fake.messages) - before if "not available" in fake.messages[m]["content"]]
+        )
+        assert int(fake.message(answered[0])["channel_id"]) == thread_id

@@ -99,6 +99,7 @@ class FakeDiscord:
         }
         self.interactions: dict[str, dict[str, Any]] = {}  # token -> {id, channel_id, original, ephemeral, ...}
         self.forbidden_channels: set[int] = set()
+        self.threads: list[dict[str, Any]] = []
         self.expired_tokens: set[str] = set()
         self.cdn: dict[str, tuple[bytes, str]] = {}
         self.downloads: list[str] = []
@@ -421,6 +422,8 @@ class FakeDiscord:
             return _json(_UNKNOWN_CHANNEL, status=404)
         if len(parts) == 2 and method == "GET":
             return _json(self.channels[channel_id])
+        if parts[2:3] == ["messages"] and parts[4:] == ["threads"] and method == "POST":
+            return _json(self._new_thread(channel_id, int(parts[3]), body))
         if parts[2:3] == ["messages"]:
             if channel_id in self.forbidden_channels and method in ("POST", "PATCH"):
                 return _json(_PERMISSION_ERROR, status=403)
@@ -437,6 +440,28 @@ class FakeDiscord:
                 self.messages.pop(message_id)
                 return web.Response(status=204)
         return _json({"message": "fake Discord: unsupported channel route", "code": 0}, status=404)
+
+    def _new_thread(self, parent_id: int, message_id: int, body: dict[str, Any]) -> dict[str, Any]:
+        """A public thread started from a message; its id is the message's, as on Discord."""
+        thread = {
+            **self._channel(message_id, body["name"], nsfw=False),
+            "type": 11,
+            "parent_id": str(parent_id),
+            "owner_id": BOT_USER["id"],
+            "message_count": 0,
+            "member_count": 1,
+            "flags": 0,
+            "thread_metadata": {
+                "archived": False,
+                "auto_archive_duration": body.get("auto_archive_duration", 1440),
+                "archive_timestamp": _now_iso(),
+                "locked": False,
+            },
+        }
+        del thread["permission_overwrites"]
+        self.channels[message_id] = thread
+        self.threads.append(thread)
+        return thread
 
     # --- messages ----------------------------------------------------------------------------------
 
@@ -463,7 +488,7 @@ class FakeDiscord:
             "components": body.get("components") or [],
         }
         self.files[message_id] = [data for _, data in files]
-        if channel_id in (TEXT_CHANNEL_ID, NSFW_CHANNEL_ID):
+        if "guild_id" in self.channels.get(channel_id, {}):
             message["guild_id"] = str(GUILD_ID)
         if body.get("message_reference"):
             message["message_reference"] = body["message_reference"]

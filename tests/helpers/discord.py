@@ -182,12 +182,25 @@ def reply(
     fake: FakeDiscord, message: dict[str, Any], content: str, user_id: int = USER, *, mention: bool = True
 ) -> dict[str, Any]:
     """A user's reply to `message` ("@Likeness make the hair blue"), as MESSAGE_CREATE sends it."""
+    return user_message(fake, int(message["channel_id"]), content, user_id, mention=mention, reference=message)
+
+
+def user_message(
+    fake: FakeDiscord,
+    channel_id: int,
+    content: str,
+    user_id: int = USER,
+    *,
+    mention: bool = True,
+    reference: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A user's message in a channel (optionally a reply), as MESSAGE_CREATE sends it."""
     message_id = snowflake()
     author_member = member(user_id)
     del author_member["user"]
-    payload = {
+    payload: dict[str, Any] = {
         "id": str(message_id),
-        "channel_id": message["channel_id"],
+        "channel_id": str(channel_id),
         "guild_id": str(GUILD_ID),
         "author": user(user_id),
         "member": author_member,
@@ -201,16 +214,18 @@ def reply(
         "attachments": [],
         "embeds": [],
         "pinned": False,
-        "type": 19,
+        "type": 0,
         "flags": 0,
         "components": [],
-        "message_reference": {
-            "message_id": message["id"],
-            "channel_id": message["channel_id"],
-            "guild_id": str(GUILD_ID),
-        },
-        "referenced_message": message,
     }
+    if reference is not None:
+        payload["type"] = 19
+        payload["message_reference"] = {
+            "message_id": reference["id"],
+            "channel_id": reference["channel_id"],
+            "guild_id": str(GUILD_ID),
+        }
+        payload["referenced_message"] = reference
     fake.messages[message_id] = {k: v for k, v in payload.items() if k not in ("member", "referenced_message")}
     return payload
 

@@ -24,6 +24,7 @@ from likeness.bot._texts import EDIT_HOWTO
 from likeness.bot.discord._commands import add_commands, sync_commands
 from likeness.bot.discord._common import (
     PLATFORM,
+    THREAD_KEY,
     answer,
     check_attachment,
     clip,
@@ -238,23 +239,24 @@ class LikenessClient(discord.AutoShardedClient):
             return
         reference = message.reference
         instruction = re.sub(rf"<@!?{self.user.id}>", " ", message.content or "").strip()
-        if reference is None or reference.message_id is None:
-            if not in_dm:
-                await self._reply(message, _MENTION_HELP)
-            return
+        channel_id = str(message.channel.id)
+        # A reply names its result; in a request's thread, a plain mention means the thread's latest result.
+        target = str(reference.message_id) if reference is not None and reference.message_id else THREAD_KEY
         try:
-            result_id = await self.core.result_for_message(PLATFORM, str(message.channel.id), str(reference.message_id))
+            result_id = await self.core.result_for_message(PLATFORM, channel_id, target)
         except LikenessError as exc:
             await self._reply(message, self.core.error_message(exc))
             return
         if result_id is None:
             if not in_dm:
-                await self._reply(message, _NOT_A_RESULT)
+                await self._reply(message, _MENTION_HELP if target == THREAD_KEY else _NOT_A_RESULT)
             return
         if not instruction:
             await self._reply(message, EDIT_HOWTO)
             return
         origin = self._message_origin(message.channel, message.author.id, message.id)
+        if target == THREAD_KEY:
+            origin = origin.model_copy(update={"thread_id": channel_id})
         guild_id = None if message.guild is None else str(message.guild.id)
         try:
             await self.core.check_may_change(origin, result_id, guild_id=guild_id)

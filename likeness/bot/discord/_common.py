@@ -20,6 +20,7 @@ __all__ = [
     "EXTRA_TOKEN",
     "EXTRA_TOKEN_AT",
     "PLATFORM",
+    "THREAD_KEY",
     "TOKEN_LIFETIME_S",
     "answer",
     "check_attachment",
@@ -40,6 +41,8 @@ TOKEN_LIFETIME_S = 14 * 60
 EXTRA_APP = "app_id"
 EXTRA_TOKEN = "token"
 EXTRA_TOKEN_AT = "token_at"
+# Message-link key under which a request's thread points at its latest result (setting `discord_threads`).
+THREAD_KEY = "thread"
 MESSAGE_LIMIT = 2000
 _IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp", "image/tiff", "image/heic")
 

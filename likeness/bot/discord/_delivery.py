@@ -20,7 +20,7 @@ from discord.http import handle_message_parameters
 from discord.webhook.async_ import async_context
 
 from likeness.bot._core import BotCore, ResultMessage
-from likeness.bot.discord._common import EXTRA_APP, EXTRA_TOKEN, PLATFORM, clip, token_alive
+from likeness.bot.discord._common import EXTRA_APP, EXTRA_TOKEN, PLATFORM, THREAD_KEY, clip, token_alive
 from likeness.bot.discord._progress import ProgressTracker
 from likeness.bot.discord._views import result_view
 from likeness.errors import LikenessError, UserError
@@ -31,6 +31,10 @@ __all__ = ["DeliverySender", "edit_original_response"]
 log = logging.getLogger("likeness.bot.discord")
 
 _TRANSIENT = (discord.DiscordServerError, aiohttp.ClientError, asyncio.TimeoutError, OSError)
+THREAD_HOWTO = (
+    "✏️ Edit this portrait here: mention {bot} with what to change, e.g. “{bot} make the hair blue”. "
+    "Each edit builds on the last one."
+)
 _NO_PERMISSION_NOTE = (
     "I couldn't post in <#{channel}>: I'm missing permissions there (Send Messages, Attach Files and "
     "Read Message History). Ask a server admin to grant them. Here is your result:"
@@ -124,8 +128,28 @@ class DeliverySender:
         await self._progress.stop(delivery.job_id)
         rendered = await self._core.render(delivery)
         message = await self._send(delivery.origin, rendered)
-        if rendered.result_id is not None and message is not None:
-            await self._core.link_message(PLATFORM, str(message.channel.id), str(message.id), rendered.result_id)
+        if rendered.result_id is None or message is None:
+            return
+        await self._core.link_message(PLATFORM, str(message.channel.id), str(message.id), rendered.result_id)
+        if delivery.origin.thread_id:  # an edit asked for in a request's thread: later edits build on it
+            await self._core.link_message(PLATFORM, delivery.origin.thread_id, THREAD_KEY, rendered.result_id)
+        elif delivery.kind == "portrait" and self._core.settings.discord_threads:
+            await self._open_thread(message, rendered.result_id)
+
+    async def _open_thread(self, message: discord.Message, result_id: str) -> None:
+        """A thread under a new portrait (setting `discord_threads`) where "@Likeness <change>" edits it."""
+        channel = self._client.get_channel(message.channel.id)
+        if not isinstance(channel, discord.TextChannel):  # DMs, threads, unknown channels: no thread
+            return
+        try:
+            thread = await channel.get_partial_message(message.id).create_thread(
+                name="✏️ Edits", auto_archive_duration=1440
+            )
+            await thread.send(THREAD_HOWTO.format(bot=self._client.user.mention if self._client.user else "me"))
+        except discord.HTTPException as exc:  # no Create Public Threads permission: the reply flow still works
+            log.info("no thread for result %s in channel %s: %s %s", result_id, channel.id, exc.status, exc.text)
+            return
+        await self._core.link_message(PLATFORM, str(thread.id), THREAD_KEY, result_id)
 
     async def _send(self, origin: Origin, rendered: ResultMessage) -> discord.Message | None:
         """The result where the requester sees it: response → progress message → channel reply → DM."""
