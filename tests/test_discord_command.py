@@ -46,16 +46,19 @@ async def test_sync_flag_uploads_unchanged_commands_and_the_token_stays_secret(r
             LIKENESS_REDIS_URL=redis_url,
             LIKENESS_LOG_LEVEL="DEBUG",
         )
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "likeness", "discord", "--sync",
-            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        try:
-            await fake.wait_for(lambda: fake.identifies, timeout=60)
-            assert fake.command_puts == 1
-        finally:
-            proc.send_signal(signal.SIGINT)
-            output, _ = await asyncio.wait_for(proc.communicate(), 30)
-        assert proc.returncode == 0, output.decode()
-        assert TOKEN not in output.decode(), "the token must never reach the logs"
+        log_file = tmp_path / "bot.log"
+        with log_file.open("wb") as log:  # a file, not a pipe: debug logging must never block the bot
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "likeness", "discord", "--sync", cwd=tmp_path, env=env, stdout=log, stderr=log
+            )
+            try:
+                await fake.wait_for(lambda: fake.identifies or proc.returncode is not None, timeout=60)
+            finally:
+                proc.send_signal(signal.SIGTERM)
+                await asyncio.wait_for(proc.wait(), 30)
+        output = log_file.read_text()
+        assert fake.command_puts == 1, output
+        assert proc.returncode == 0, output
+        assert "slash commands synced" in output
+        assert TOKEN not in output, "the token must never reach the logs"
         assert fake.identifies[0]["token"] == TOKEN

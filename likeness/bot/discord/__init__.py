@@ -11,6 +11,7 @@ reply-to-edit, reliable delivery. A thin adapter over `likeness.bot.BotCore`; ne
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
 
 import aiohttp
@@ -48,16 +49,20 @@ async def serve(settings: Settings, core: BotCore, *, force_sync: bool = False) 
 
 
 def run_discord(settings: Settings, *, force_sync: bool = False) -> int:
-    """`likeness discord`: the bot on its own (a worker runs elsewhere); returns when stopped (Ctrl-C)."""
+    """`likeness discord`: the bot on its own (a worker runs elsewhere); returns 0 on SIGINT/SIGTERM."""
     from likeness.queue import QueueClient
 
     async def main() -> None:
+        main_task = asyncio.current_task()
+        assert main_task is not None
+        for sig in (signal.SIGINT, signal.SIGTERM):  # a clean stop (Ctrl-C, docker stop, systemd)
+            asyncio.get_running_loop().add_signal_handler(sig, main_task.cancel)
         async with QueueClient(settings) as queue:
             await serve(settings, BotCore(settings, queue), force_sync=force_sync)
 
     try:
         asyncio.run(main())
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):
         return 0
     except discord.LoginFailure:
         print("Discord refused the token in LIKENESS_DISCORD_TOKEN: copy it again from the Bot page.", file=sys.stderr)
