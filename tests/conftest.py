@@ -62,6 +62,8 @@ def make_settings(shared_data_dir: Path) -> Callable[..., Settings]:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # huggingface_hub reads this once at import, before any fixture runs: set it before torch/diffusers load.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         import torch
     except ImportError:

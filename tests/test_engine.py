@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -159,8 +160,9 @@ def test_lora_changes_the_output_and_switching_back_restores_it(engine: Engine, 
 
 
 def test_lora_slots_are_reused_without_reloading_the_base_model(
-    engine: Engine, selfie: Image.Image, tmp_path: Path
+    engine: Engine, selfie: Image.Image, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="likeness.generation")
     unet = engine.model.pipe.unet
     bank = engine.model.loras
     for i in range(bank.capacity + 2):
@@ -171,6 +173,46 @@ def test_lora_slots_are_reused_without_reloading_the_base_model(
         engine.portrait(PortraitRequest(selfie=selfie, preset=catalog.resolve(f"extra-{i}")))
     assert len(bank.slots) == bank.capacity
     assert engine.model.pipe.unet is unet
+    # Same-rank UNet LoRAs swap into the least recently used slot in place.
+    assert bank.hotswap and "instead of hot-swapping" not in caplog.text
+
+
+def test_missing_lora_weights_raise_model_unavailable(
+    engine: Engine, selfie: Image.Image, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bank = engine.model.loras
+    monkeypatch.setattr(bank, "locate", lambda lora: (str(tmp_path / "absent"), "style.safetensors"))
+    _write_preset(tmp_path, "missing-lora", "{subject}, {prompt}, ink", '\n[[loras]]\nsource = "gone/lora"\n')
+    preset = PresetCatalog.load(tmp_path).resolve("missing-lora")
+    with pytest.raises(ModelUnavailable, match="gone/lora"):
+        engine.portrait(PortraitRequest(selfie=selfie, preset=preset))
+    assert "gone/lora::" not in bank.slots
+    monkeypatch.undo()
+    assert engine.portrait(_request(engine, selfie, spec="plain-lora")).images[0].size == (64, 64)
+
+
+def test_every_preset_scheduler_runs(engine: Engine, selfie: Image.Image, tmp_path: Path) -> None:
+    from likeness.presets._schema import SCHEDULERS
+
+    pictures = {}
+    for name in SCHEDULERS:
+        body = PRESET_BODY.format(title="S", prompt="{subject}, {prompt}, pastel").replace('"euler"', f'"{name}"')
+        (tmp_path / f"s-{name.replace('_', '-')}.toml").write_text(body)
+    catalog = PresetCatalog.load(tmp_path)
+    for name in SCHEDULERS:
+        result = engine.portrait(PortraitRequest(selfie=selfie, preset=catalog.resolve(f"s-{name.replace('_', '-')}")))
+        assert result.metadata["scheduler"] == (name if name != "default" else engine.spec.scheduler)
+        pictures[name] = _px(result.images[0])
+        assert pictures[name].std() > 5, name  # a picture, not a flat or NaN-black frame
+    assert np.abs(pictures["euler"] - pictures["dpmpp_2m_karras"]).max() > 5
+
+
+def test_img2img_and_inpaint_share_the_loaded_model(engine: Engine) -> None:
+    base = engine.model.pipe
+    for derived in (engine.img2img, engine.inpaint):
+        assert derived.unet is base.unet and derived.vae is base.vae
+        assert derived.image_encoder is base.image_encoder is not None
+    assert "Img2Img" in type(engine.img2img).__name__ and "Inpaint" in type(engine.inpaint).__name__
 
 
 def test_fusion_blends_prompt_embeddings(engine: Engine, selfie: Image.Image) -> None:

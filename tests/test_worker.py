@@ -180,3 +180,48 @@ async def test_cancel_queued_and_running_jobs(settings):
         )
         assert stages[-1] == "cancelled" and pending == 0
         assert await queue.redis.zcard("likeness:user:u1:active") == 0
+
+
+async def test_metrics_endpoint_reports_jobs_batches_and_failures(make_settings, redis_url):
+    import urllib.request
+
+    from likeness.redis_server import free_port
+
+    port = free_port()
+    settings = make_settings(redis_url=redis_url, metrics_port=port)
+    async with QueueClient(settings) as queue, running_worker(settings):
+        await queue.submit_portrait(origin("a"), selfie(), PortraitParams(preset="ghibli"))
+        await queue.submit_portrait(origin("b"), selfie(), PortraitParams(preset="ghibli", prompt="noface"))
+        await next_deliveries(settings, 2)
+        url = f"http://127.0.0.1:{port}/metrics"
+        body = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read().decode())
+    assert 'likeness_job_seconds_count{kind="portrait"} 1.0' in body
+    assert 'likeness_job_failures_total{cause="no_face"} 1.0' in body
+    assert "likeness_batch_size_count" in body and "likeness_queue_depth" in body
+
+
+async def test_a_job_whose_selfie_expired_is_answered_not_dropped(settings):
+    async with QueueClient(settings) as queue:
+        ticket = await queue.submit_portrait(origin(), selfie(), PortraitParams(preset="ghibli"))
+        job = await queue.get_job(ticket.job_id)
+        await queue.redis.delete(f"likeness:blob:{job.selfie_blob_id}")
+        async with running_worker(settings):
+            (delivery,) = await next_deliveries(settings, 1)
+    assert delivery.error_code == "result_expired" and "expired" in delivery.user_message
+
+
+async def test_a_job_over_its_deadline_is_answered_with_a_timeout(make_settings, redis_url):
+    settings = make_settings(redis_url=redis_url, job_timeout_s=3)  # our deadline: 3 s - 2 s margin
+    async with QueueClient(settings) as queue, running_worker(settings):
+        await queue.submit_portrait(origin(), selfie(), PortraitParams(preset="ghibli", prompt="sleep=2"))
+        (delivery,) = await next_deliveries(settings, 1)
+    assert delivery.error_code == "job_timeout" and "too long" in delivery.user_message
+
+
+async def test_a_job_killed_on_every_try_is_answered_after_the_last(settings):
+    async with QueueClient(settings) as queue:
+        ticket = await queue.submit_portrait(origin(), selfie(), PortraitParams(preset="ghibli"))
+        await queue.redis.set(f"arq:retry:{ticket.job_id}", 3, ex=60)  # as if 3 tries died with their worker
+        async with running_worker(settings, max_tries=3) as engine:
+            (delivery,) = await next_deliveries(settings, 1)
+    assert delivery.error_code == "generation_failed" and engine.calls == 0

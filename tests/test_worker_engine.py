@@ -11,12 +11,11 @@ from contextlib import asynccontextmanager
 
 import numpy as np
 import pytest
-from arq.worker import Worker
 from PIL import Image
 
 from likeness.config import Settings
 from likeness.queue import PortraitParams, QueueClient
-from likeness.queue._worker import worker_settings
+from likeness.queue._worker import LikenessWorker, worker_settings
 from tests.helpers.queue import next_deliveries, origin, selfie
 
 pytest.importorskip("diffusers")
@@ -25,7 +24,7 @@ pytest.importorskip("diffusers")
 @asynccontextmanager
 async def real_worker(settings: Settings) -> AsyncIterator[None]:
     """An arq worker on this loop with the real engine (`Engine.load(settings)`, the tiny model)."""
-    worker = Worker(**worker_settings(settings), handle_signals=False)
+    worker = LikenessWorker(**worker_settings(settings), handle_signals=False)
     task = asyncio.create_task(worker.async_run())
     try:
         yield

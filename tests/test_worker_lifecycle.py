@@ -24,7 +24,7 @@ async def test_a_users_backlog_delays_another_user_by_at_most_about_one_job(make
         await queue.submit_portrait(
             origin("light"), selfie(), PortraitParams(preset="ghibli", prompt=f"light sleep={job_s}")
         )
-        async with running_worker(settings, max_jobs=1) as engine:
+        async with running_worker(settings) as engine:
             deliveries = await next_deliveries(settings, 9, timeout=20)
             light_done = next(i for i, d in enumerate(deliveries) if d.origin.user_id == "light")
             waited = time.monotonic() - submitted
@@ -78,3 +78,17 @@ async def test_forget_deletes_a_users_data_and_nothing_else(make_settings, redis
     assert counts == {"cancelled": 1, "results": 1, "images": 2, "uploads": 2, "jobs": 2}
     # Only the rate-limit window stays (it expires within the window): forgetting must not reset limits.
     assert [k for k in leftovers if not k.startswith("likeness:limits:")] == []
+
+
+async def test_worker_and_client_ride_out_a_redis_restart(make_settings, tmp_path):
+    from likeness.redis_server import RedisServer
+
+    with RedisServer(tmp_path / "redis", appendonly=True) as server:
+        settings = make_settings(redis_url=server.url)
+        async with QueueClient(settings) as queue, running_worker(settings):
+            await queue.submit_portrait(origin(), selfie(), PortraitParams(preset="ghibli"))
+            (before,) = await next_deliveries(settings, 1)
+            server.restart()
+            ticket = await queue.submit_portrait(origin(), selfie(), PortraitParams(preset="ghibli", prompt="after"))
+            (after,) = await next_deliveries(settings, 1, timeout=20)
+    assert before.ok and after.ok and after.job_id == ticket.job_id

@@ -114,3 +114,16 @@ def test_health_check_fails_without_a_worker(redis_url):
         timeout=30,
     )
     assert check.returncode == 1 and b"No worker" in check.stdout
+
+
+def test_worker_with_an_unknown_model_exits_with_a_clear_message(redis_url):
+    proc = subprocess.run(
+        [sys.executable, "-m", "likeness", "worker"],
+        cwd=ROOT,
+        env={**os.environ, "LIKENESS_REDIS_URL": redis_url, "LIKENESS_MODEL": "no-such-model", "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1
+    assert "unknown model 'no-such-model'" in proc.stderr and "Traceback" not in proc.stderr

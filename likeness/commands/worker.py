@@ -21,15 +21,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from likeness.config import Settings
 
-    settings = Settings()
+    settings = Settings()  # type: ignore[call-arg]
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.check:
         import asyncio
 
         return asyncio.run(_check(settings))
-    from likeness.queue._worker import run_worker
+    from redis.exceptions import ConnectionError as RedisConnectionError
 
-    run_worker(settings)
+    from likeness.errors import LikenessError
+    from likeness.queue._worker import run_worker, worker_settings
+
+    log = logging.getLogger("likeness.worker")
+    try:
+        run_worker(settings)
+    except LikenessError as exc:  # e.g. the model can't be loaded: say why, no traceback
+        log.error("%s", exc)
+        return 1
+    except (RedisConnectionError, OSError) as exc:
+        redis = worker_settings(settings)["redis_settings"]  # host and port only: the DSN may hold a password
+        log.error("Redis at %s:%s is not reachable (%s). Check LIKENESS_REDIS_URL.", redis.host, redis.port, exc)
+        return 1
     return 0
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import logging
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,8 +20,6 @@ from likeness.generation._registry import ModelSpec, get_model_spec
 from likeness.presets import EffectivePreset, LoraRef, PresetCatalog, get_format, size_for
 
 __all__ = ["Engine", "GenerationResult", "PortraitRequest", "ProgressFn"]
-
-log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[int, int], None]
 """`(step, total_steps)`, called from the generating thread after each denoising step."""
@@ -102,6 +99,16 @@ class Engine:
         sources = sorted({lora.source for preset in presets for lora in preset.loras})
         return cls(settings, spec, load_model(settings, spec, sources), presets)
 
+    @property
+    def img2img(self) -> Any:
+        """Image-to-image pipeline sharing the base model's modules (and its identity adapter)."""
+        return self.model.img2img
+
+    @property
+    def inpaint(self) -> Any:
+        """Inpainting pipeline sharing the base model's modules (and its identity adapter)."""
+        return self.model.inpaint
+
     # --- planning -------------------------------------------------------------------------------
 
     def _plan(self, request: PortraitRequest) -> _Plan:
@@ -160,7 +167,8 @@ class Engine:
             raise ValueError("portrait_batch needs requests with equal batch keys")
         n_images = sum(len(request.seeds) for request in requests)
         try:
-            with torch.inference_mode():
+            # no_grad, not inference_mode: LoRA weights loaded here must stay usable by the edit pipelines.
+            with torch.no_grad():
                 images = self._run(requests, plans, [fn for fn in (progress or []) if fn is not None])
         except LikenessError:
             raise
@@ -168,7 +176,6 @@ class Engine:
             if _is_oom(exc):
                 _free_accelerator_memory()
                 raise OutOfMemory(batch=n_images) from exc
-            log.exception("generation failed")
             raise GenerationFailed() from exc
         results = []
         start = 0
@@ -204,13 +211,15 @@ class Engine:
         # 3. Identity: each request's own selfie embedding, once per seed, laid out as
         #    [negatives of all images, positives of all images] — diffusers' batch order. Building this
         #    ourselves and bypassing its repeat keeps each face with its own prompt (diffusers #9813).
-        negatives, positives = [], []
+        negatives: list[torch.Tensor] = []
+        positives: list[torch.Tensor] = []
         for request in requests:
             encoded = pipe.prepare_ip_adapter_image_embeds([identity_image(request.selfie)], None, device, 1, guided)[0]
-            negative, positive = encoded.chunk(2) if guided else (None, encoded)
-            positives += [positive] * len(request.seeds)
-            negatives += [negative] * len(request.seeds)
-        ip_embeds = torch.cat(negatives + positives if guided else positives, dim=0)
+            if guided:
+                negative, encoded = encoded.chunk(2)
+                negatives += [negative] * len(request.seeds)
+            positives += [encoded] * len(request.seeds)
+        ip_embeds = torch.cat(negatives + positives, dim=0)
         # 4. Noise: one generator per image, so a seed gives the same image alone or batched.
         generators = [torch.Generator(device="cpu").manual_seed(seed) for r in requests for seed in r.seeds]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,9 +121,8 @@ def load_model(settings: Settings, spec: ModelSpec, lora_sources: list[str]) -> 
         # adapter's own repo and subfolder (h94's SDXL plus-face uses the ViT-H one from `models/`).
         from transformers import CLIPVisionModelWithProjection
 
-        encoder = CLIPVisionModelWithProjection.from_pretrained(
-            encoder_repo, subfolder=encoder_sub, **{_transformers_dtype_kw(): dtype}
-        )
+        encoder_kwargs: dict[str, Any] = {"subfolder": encoder_sub, _transformers_dtype_kw(): dtype}
+        encoder = CLIPVisionModelWithProjection.from_pretrained(encoder_repo, **encoder_kwargs)
         pipe.register_modules(image_encoder=encoder)
         pipe.load_ip_adapter(adapter_repo, subfolder=adapter_sub, weight_name=adapter_file, image_encoder_folder=None)
         pipe.to(device)
@@ -192,21 +192,28 @@ class LoraBank:
         source, weight_name = self.locate(lora)
         kwargs: dict[str, Any] = {"weight_name": weight_name} if weight_name else {}
         victim = next((key for key in self.slots if key not in wanted), None)
-        if len(self.slots) < max(self.capacity, len(wanted)) or victim is None:
+        reuse = victim is not None and len(self.slots) >= max(self.capacity, len(wanted))
+        if reuse:
+            name = self.slots.pop(victim)  # type: ignore[arg-type]
+        else:
             name = f"style{self._next_slot}"
             self._next_slot += 1
-            self.pipe.load_lora_weights(source, adapter_name=name, **kwargs)
-        else:
-            name = self.slots.pop(victim)
-            try:
-                if not self.hotswap:
-                    raise ValueError("hot-swap unsupported")
-                self.pipe.load_lora_weights(source, adapter_name=name, hotswap=True, **kwargs)
-            except Exception as exc:
-                # Text-encoder LoRAs, higher ranks or other target layers can't swap in place.
-                log.info("LoRA %s: reloading slot %s instead of hot-swapping (%s)", lora.key, name, exc)
+        try:
+            if reuse and self.hotswap:
+                try:
+                    self.pipe.load_lora_weights(source, adapter_name=name, hotswap=True, **kwargs)
+                    self.slots[lora.key] = name
+                    return
+                except Exception as exc:
+                    # Text-encoder LoRAs, higher ranks or other target layers can't swap in place.
+                    log.info("LoRA %s: reloading slot %s instead of hot-swapping (%s)", lora.key, name, exc)
+            if reuse:
                 self.pipe.delete_adapters(name)
-                self.pipe.load_lora_weights(source, adapter_name=name, **kwargs)
+            self.pipe.load_lora_weights(source, adapter_name=name, **kwargs)
+        except Exception as exc:
+            with suppress(Exception):
+                self.pipe.delete_adapters(name)
+            raise ModelUnavailable(model=f"LoRA {lora.source}", reason=_explain(exc)) from exc
         self.slots[lora.key] = name
 
 

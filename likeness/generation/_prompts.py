@@ -31,24 +31,21 @@ class PromptEmbeds:
 
     def repeat(self, n: int) -> PromptEmbeds:
         """The same embeddings for `n` images (one per seed)."""
-
-        def rep(t: torch.Tensor | None) -> torch.Tensor | None:
-            return None if t is None else t.repeat(n, *([1] * (t.dim() - 1)))
-
-        return PromptEmbeds(rep(self.prompt), rep(self.negative), rep(self.pooled), rep(self.negative_pooled))  # type: ignore[arg-type]
+        return PromptEmbeds(
+            _repeat(self.prompt, n),
+            _repeat(self.negative, n),
+            _repeat(self.pooled, n),
+            _repeat(self.negative_pooled, n),
+        )
 
     @staticmethod
     def cat(parts: list[PromptEmbeds]) -> PromptEmbeds:
         """Stack several requests' embeddings into one batch."""
-
-        def cat(ts: list[torch.Tensor | None]) -> torch.Tensor | None:
-            return None if ts[0] is None else torch.cat(ts, dim=0)  # type: ignore[arg-type]
-
         return PromptEmbeds(
-            cat([p.prompt for p in parts]),  # type: ignore[arg-type]
-            cat([p.negative for p in parts]),
-            cat([p.pooled for p in parts]),
-            cat([p.negative_pooled for p in parts]),
+            torch.cat([p.prompt for p in parts]),
+            _cat([p.negative for p in parts]),
+            _cat([p.pooled for p in parts]),
+            _cat([p.negative_pooled for p in parts]),
         )
 
     def pipeline_kwargs(self, family: str) -> dict[str, Any]:
@@ -68,7 +65,7 @@ def encode_parts(
     pipe: Any, family: str, parts: list[tuple[float, str, str]], device: torch.device, guidance: bool
 ) -> PromptEmbeds:
     """Encode each part with the pipeline's own `encode_prompt` and blend them by weight."""
-    total: list[torch.Tensor | None] = [None, None, None, None]
+    sums: list[torch.Tensor | None] = [None, None, None, None]
     for weight, prompt, negative in parts:
         if family == "sdxl":
             encoded = pipe.encode_prompt(
@@ -82,7 +79,18 @@ def encode_parts(
             embeds, negative_embeds = pipe.encode_prompt(prompt, device, 1, guidance, negative_prompt=negative)
             encoded = (embeds, negative_embeds, None, None)
         for i, tensor in enumerate(encoded):
+            current = sums[i]
             if tensor is not None:
-                total[i] = tensor * weight if total[i] is None else total[i] + tensor * weight  # type: ignore[operator]
-    assert total[0] is not None
-    return PromptEmbeds(total[0], total[1], total[2], total[3])
+                sums[i] = tensor * weight if current is None else current + tensor * weight
+    if sums[0] is None:
+        raise ValueError("a preset needs at least one prompt part")
+    return PromptEmbeds(sums[0], sums[1], sums[2], sums[3])
+
+
+def _repeat(tensor: torch.Tensor | None, n: int) -> Any:
+    return None if tensor is None else tensor.repeat(n, *([1] * (tensor.dim() - 1)))
+
+
+def _cat(tensors: list[torch.Tensor | None]) -> torch.Tensor | None:
+    present = [t for t in tensors if t is not None]
+    return torch.cat(present) if present else None

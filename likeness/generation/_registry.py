@@ -10,7 +10,7 @@ specs or overrides fields of built-in ones:
     [models.sdxl-realvis]        # a built-in key: only the fields that change
     vae = "madebyollin/sdxl-vae-fp16-fix"
 
-This module is torch-free, so `likeness models` and `likeness doctor` can read it cheaply.
+`required_weights` lists what a spec needs on disk (for `likeness models pull`).
 """
 
 from __future__ import annotations
@@ -66,16 +66,16 @@ class ModelSpec(_Strict):
     key: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,47}$")
     family: Literal["sd15", "sdxl"]
     checkpoint: str = Field(min_length=1, description="diffusers-format hub repo id or local folder")
-    variant: str | None = Field(None, description="Weight variant to load, e.g. `fp16`")
-    vae: str | None = Field(None, description="Optional replacement VAE (hub repo id or local folder)")
+    variant: str | None = Field(default=None, description="Weight variant to load, e.g. `fp16`")
+    vae: str | None = Field(default=None, description="Optional replacement VAE (hub repo id or local folder)")
     identity_adapter: IdentityAdapter
     image_encoder: ImageEncoder
-    scheduler: str = Field("default", description="Used when a preset says `default`")
-    max_steps: int | None = Field(None, ge=1, le=150, description="Caps preset steps (fast checkpoints, tiny)")
+    scheduler: str = Field(default="default", description="Used when a preset says `default`")
+    max_steps: int | None = Field(default=None, ge=1, le=150, description="Caps preset steps (fast checkpoints, tiny)")
     base: int = Field(ge=64, le=2048, description="Native side length; formats keep about base² pixels")
-    multiple: int = Field(64, ge=8, le=128, description="Width and height are multiples of this")
-    lora_rank: int = Field(128, ge=1, le=1024, description="Highest style LoRA rank (hot-swap buffers)")
-    tiny: bool = Field(False, description="Built offline from random weights (tests, demos)")
+    multiple: int = Field(default=64, ge=8, le=128, description="Width and height are multiples of this")
+    lora_rank: int = Field(default=128, ge=1, le=1024, description="Highest style LoRA rank (hot-swap buffers)")
+    tiny: bool = Field(default=False, description="Built offline from random weights (tests, demos)")
     license: str = ""
 
 

@@ -1,8 +1,21 @@
 """The queue between bots and GPU workers (arq + Redis): jobs, blobs, progress, fairness, limits, delivery.
 
-Bots use `QueueClient` (submit, follow, cancel, forget) and `DeliveryConsumer` (finished jobs, reliably);
-workers run `likeness worker` (`likeness.queue._worker`, the only module here that imports torch, loaded
-lazily by `worker_settings`). Redis key names are listed in `likeness/queue/_keys.py`.
+Bots (torch-free):
+
+    async with QueueClient(settings) as queue:
+        ticket = await queue.submit_portrait(origin, selfie_bytes, PortraitParams(preset="ghibli"),
+                                             idempotency_key=message_id)   # UserError -> tell the user
+        async for event in queue.progress(ticket.job_id):                  # queued/started/step/... in order
+            ...
+
+    async with DeliveryConsumer(settings, "telegram", consumer_name=hostname) as deliveries:
+        async for delivery in deliveries:                                   # every finished job, once
+            images = [await queue.get_image(b) for b in delivery.result.image_blob_ids] if delivery.ok else []
+            ...                                                             # send, then:
+            await deliveries.ack(delivery)
+
+Workers run `likeness worker` (`likeness.queue._worker`, the only module here that imports the engine).
+Redis key names: `likeness/queue/_keys.py`. Redis failures reach bots as `QueueUnavailable`.
 """
 
 from likeness.queue._client import FAIR_OFFSET_MS, QueueClient

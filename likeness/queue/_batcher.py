@@ -1,6 +1,6 @@
 """Micro-batching: concurrently running arq jobs share one `portrait_batch` call when compatible.
 
-The worker runs several arq jobs at once (`max_jobs` = 2 × `max_batch`); each job hands its request to
+The worker runs several arq jobs at once (`max_jobs` = `max_batch`); each job hands its request to
 the batcher and awaits its own future. The batcher waits `window_s` after the first pending request,
 takes up to `max_batch` pending requests with the first one's `batch_key`, and runs them as ONE engine
 call on a single engine thread (the engine is not thread-safe). Requests with other keys stay pending for
@@ -69,10 +69,11 @@ class MicroBatcher:
         return await item.future
 
     async def close(self) -> None:
+        """Stop batching and wait for a running engine call to end (a thread can't be interrupted)."""
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        self.executor.shutdown(wait=False, cancel_futures=True)
+        await asyncio.get_running_loop().run_in_executor(None, self.executor.shutdown)
 
     async def _loop(self) -> None:
         while True:

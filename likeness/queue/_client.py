@@ -7,8 +7,10 @@ Fair ordering (no dispatcher process): arq runs the queued job with the lowest s
 a virtual clock `likeness:fair:<user>`; a new job gets the score `max(now, clock)` and moves the clock by
 the average job duration. A user with 10 queued jobs therefore has scores now, now+d, ..., now+9d, and
 another user's job submitted at `now + ε` is ordered after the first of them only: it waits for at most
-the running jobs plus about one job of each other busy user. Scores are shifted `FAIR_OFFSET_MS` into the
-past so arq never treats them as deferred (no idle worker waits for a score to come due).
+the jobs already taken by workers (at most `max_batch` per worker, i.e. one engine call each) plus about
+one job of each other busy user. Scores are shifted `FAIR_OFFSET_MS` into the past so arq never treats
+them as deferred (no idle worker waits for a score to come due); a user's clock runs at most half of that
+ahead of now. A retried job (`arq.Retry`) is re-scored by arq to now + backoff, i.e. behind the queue.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from redis.asyncio import ConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from likeness.config import Settings
@@ -70,10 +73,11 @@ _P = ParamSpec("_P")
 _T = TypeVar("_T")
 _REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 
-# KEYS: the user's fair clock. ARGV: now ms, job duration ms, TTL ms. Returns the job's start tag.
+# KEYS: the user's fair clock. ARGV: now ms, job duration ms, offset ms (also the TTL). Returns the start tag.
 _FAIR_TAG = """
-local clock = tonumber(redis.call('get', KEYS[1]) or '0')
-local start = math.max(tonumber(ARGV[1]), clock)
+local now = tonumber(ARGV[1])
+local clock = math.min(tonumber(redis.call('get', KEYS[1]) or '0'), now + math.floor(tonumber(ARGV[3]) / 2))
+local start = math.max(now, clock)
 redis.call('set', KEYS[1], start + tonumber(ARGV[2]), 'PX', ARGV[3])
 return start
 """
@@ -126,7 +130,12 @@ class QueueClient:
         )
         self._rate = parse_rate(settings.rate_limit)
         self._limiter = MovingWindowRateLimiter(
-            RedisStorage("async+" + settings.redis_dsn, implementation="redispy", key_prefix=_keys.LIMITS_PREFIX)
+            RedisStorage(
+                "async+" + settings.redis_dsn,
+                implementation="redispy",
+                key_prefix=_keys.LIMITS_PREFIX,
+                connection_pool=self._pool,  # type: ignore[arg-type]  # shared: one pool, one retry policy
+            )
         )
 
     async def __aenter__(self) -> QueueClient:
@@ -141,9 +150,6 @@ class QueueClient:
         """Close the Redis connections (idempotent)."""
         await self.redis.aclose()
         await self._pool.aclose()
-        storage = self._limiter.storage
-        if hasattr(storage, "storage") and hasattr(storage.storage, "aclose"):
-            await storage.storage.aclose()
 
     def is_admin(self, user_id: str) -> bool:
         """Admins (settings.admins) bypass the per-user and global limits."""
@@ -258,15 +264,16 @@ class QueueClient:
     async def progress(self, job_id: str, *, idle_timeout_s: float | None = None) -> AsyncIterator[ProgressEvent]:
         """Every progress event of a job, in order, from its first; ends after done, failed or cancelled.
 
-        Also ends when the job is unknown (expired), or after `idle_timeout_s` without any event.
+        Also ends when the job is unknown or its events expired, or after `idle_timeout_s` without any event.
+        Redis failures raise `QueueUnavailable`.
         """
         last = "0-0"
         idle_since = time.monotonic()
         while True:
             try:
                 answer = await self.redis.xread({_keys.progress(job_id): last}, block=500, count=50)
-                if not answer and not await self.redis.exists(_keys.job(job_id), _keys.progress(job_id)):
-                    return
+                if not answer and not await self.redis.exists(_keys.progress(job_id)):
+                    return  # unknown job, or its events expired (an hour after the last one)
             except _REDIS_DOWN as exc:
                 raise QueueUnavailable() from exc
             for entry_id, fields in answer[0][1] if answer else []:
@@ -312,7 +319,7 @@ class QueueClient:
                 pipe.set(_keys.cancelled(target), "1", ex=_keys.DAY_S)
                 pipe.zrem(active_key, target)
                 await pipe.execute()
-            removed = await self.redis.eval(
+            removed = await self.redis.eval(  # type: ignore[misc]
                 _REMOVE_QUEUED, 3, _keys.ARQ_QUEUE, _keys.ARQ_IN_PROGRESS + target, _keys.ARQ_JOB + target, target
             )
             if not removed:  # running (or just picked up): ask arq to cancel the task
@@ -324,7 +331,7 @@ class QueueClient:
     async def forget(self, user_id: str) -> dict[str, int]:
         """Delete everything stored for `user_id` (cancels their jobs first); counts per kind of data."""
         cancelled = await self.cancel(user_id)
-        keys = [k.decode() for k in await self.redis.smembers(_keys.user_keys(user_id))]
+        keys = [k.decode() for k in await self.redis.smembers(_keys.user_keys(user_id))]  # type: ignore[misc]
         counts = {"cancelled": len(cancelled), "results": 0, "images": 0, "uploads": 0, "jobs": 0}
         existing = await self._existing(keys)
         for key in existing:
@@ -350,13 +357,13 @@ class QueueClient:
             running += 1
         depth = await self.redis.zcard(_keys.ARQ_QUEUE)
         jobs_today = int(await self.redis.get(_keys.stats_jobs(day)) or 0)
-        failures = {k.decode(): int(v) for k, v in (await self.redis.hgetall(_keys.stats_failures(day))).items()}
+        failures = {k.decode(): int(v) for k, v in (await self.redis.hgetall(_keys.stats_failures(day))).items()}  # type: ignore[misc]
         pending: dict[str, int] = {}
         for platform in ("telegram", "discord", "playground"):
             try:
                 info = await self.redis.xpending(_keys.deliveries(platform), _keys.DELIVERY_GROUP)
                 pending[platform] = int(info["pending"])
-            except Exception:  # no stream or no group yet: nothing pending
+            except ResponseError:  # no stream or no group yet: nothing pending
                 pending[platform] = 0
         return QueueStats(
             queued=max(0, depth - running),
@@ -439,7 +446,9 @@ class QueueClient:
         avg_s = await self._avg_job_s()
         now_ms = int(time.time() * 1000)
         job_ttl = self.settings.result_ttl_s
-        tag = await self.redis.eval(_FAIR_TAG, 1, _keys.fair(user), now_ms, int(avg_s * 1000), FAIR_OFFSET_MS)
+        tag = await self.redis.eval(
+            _FAIR_TAG, 1, _keys.fair(user), str(now_ms), str(int(avg_s * 1000)), str(FAIR_OFFSET_MS)
+        )  # type: ignore[misc]
         if not await self.redis.set(_keys.job(payload.job_id), payload.model_dump_json(), nx=True, ex=job_ttl):
             return await self._duplicate(payload.job_id) or Ticket(job_id=payload.job_id, position=0, eta_s=0.0)
         expiry = now_ms + self._active_bound_ms()
@@ -456,7 +465,9 @@ class QueueClient:
             payload.job_id,
             _job_id=payload.job_id,
             _defer_until=datetime.fromtimestamp(score_ms / 1000, tz=UTC),
-            _expires=self._active_bound_ms() / 1000,
+            # arq drops a job whose key expired without running it: keep it past the selfie's TTL, so
+            # a very late job still runs and answers "expired" instead of vanishing.
+            _expires=self.settings.selfie_ttl_s + 3600,
         )
         position = await self.position(payload.job_id) or 1
         eta = round(avg_s * position, 1)
@@ -470,7 +481,7 @@ class QueueClient:
         return (self.settings.job_timeout_s + 15) * 3 * 1000 + 3600 * 1000
 
     async def _avg_job_s(self) -> float:
-        values = [float(v) for v in await self.redis.lrange(_keys.DURATIONS, 0, -1)]
+        values = [float(v) for v in await self.redis.lrange(_keys.DURATIONS, 0, -1)]  # type: ignore[misc]
         return sum(values) / len(values) if values else DEFAULT_JOB_S
 
     async def _existing(self, keys: list[str]) -> list[str]:

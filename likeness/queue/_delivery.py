@@ -15,6 +15,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -45,15 +47,15 @@ return false
 
 async def append_delivery(redis: Redis, delivery: Delivery, *, marker_ttl_s: int) -> str | None:
     """Append `delivery` to its platform's stream unless this job was delivered before; the entry id or None."""
-    entry = await redis.eval(
+    entry = await redis.eval(  # type: ignore[misc]
         _APPEND_ONCE,
         2,
         _keys.delivered(delivery.job_id),
         _keys.deliveries(delivery.origin.platform),
         delivery.model_dump_json(),
-        marker_ttl_s,
-        DELIVERY_STREAM_TTL_S,
-        _MAX_ENTRIES,
+        str(marker_ttl_s),
+        str(DELIVERY_STREAM_TTL_S),
+        str(_MAX_ENTRIES),
     )
     return None if entry is None else (entry.decode() if isinstance(entry, bytes) else str(entry))
 
@@ -82,7 +84,13 @@ class DeliveryConsumer:
         batch: int = 10,
     ) -> None:
         if isinstance(source, Settings):
-            self.redis: Redis = Redis.from_url(source.redis_dsn)
+            # Retried on a fresh connection after a Redis restart, so an `ack` right after one still lands.
+            self.redis: Redis = Redis.from_url(
+                source.redis_dsn,
+                retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 5),
+                retry_on_error=[RedisConnectionError, RedisTimeoutError],
+                socket_connect_timeout=2,
+            )
             self._owns_redis = True
         else:
             self.redis = source
@@ -182,6 +190,8 @@ class DeliveryConsumer:
     def _parse(self, entry_id: Any, fields: dict[Any, Any]) -> Delivery | None:
         entry = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
         raw = fields.get(b"d") or fields.get("d")
+        if raw is None:
+            return None
         try:
             return Delivery.model_validate_json(raw).model_copy(update={"delivery_id": entry})
         except ValueError:

@@ -30,7 +30,6 @@ JobKind = Literal["portrait", "reroll", "edit", "variations"]
 Stage = Literal["queued", "started", "step", "done", "failed", "cancelled"]
 
 MAX_COUNT = 4
-_ID = Field(min_length=1, max_length=128)
 
 
 class _Model(BaseModel):
@@ -45,12 +44,12 @@ class Origin(_Model):
     """
 
     platform: Platform
-    chat_id: str = _ID
-    user_id: str = _ID
-    message_id: str | None = Field(None, max_length=128, description="The request message (to reply to)")
-    thread_id: str | None = Field(None, max_length=128, description="Telegram topic / Discord thread")
-    progress_message_id: str | None = Field(None, max_length=128, description="Message edited with progress")
-    age_restricted: bool = Field(False, description="Channel flag (Discord NSFW channel, Telegram 18+ group)")
+    chat_id: str = Field(min_length=1, max_length=128)
+    user_id: str = Field(min_length=1, max_length=128)
+    message_id: str | None = Field(default=None, max_length=128, description="The request message (to reply to)")
+    thread_id: str | None = Field(default=None, max_length=128, description="Telegram topic / Discord thread")
+    progress_message_id: str | None = Field(default=None, max_length=128, description="Message edited with progress")
+    age_restricted: bool = Field(default=False, description="Channel flag (Discord NSFW channel, Telegram 18+ group)")
     extra: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("extra")
@@ -65,19 +64,19 @@ class PortraitParams(_Model):
     """What to generate from a selfie. `preset` is a preset spec (`ghibli`, `ghibli:0.7+headshot:0.3`)."""
 
     preset: str = Field(min_length=1, max_length=200)
-    prompt: str = Field("", max_length=4000, description="Free prompt; the client enforces max_prompt_chars")
-    format: str | None = Field(None, max_length=32, description="None: the preset's default format")
-    count: int = Field(1, ge=1, le=MAX_COUNT, description="Images to make (one seed each)")
-    seed: int | None = Field(None, ge=0, lt=2**32, description="First seed; None: random")
-    identity_scale: float | None = Field(None, ge=0.0, le=1.5)
+    prompt: str = Field(default="", max_length=4000, description="Free prompt; the client enforces max_prompt_chars")
+    format: str | None = Field(default=None, max_length=32, description="None: the preset's default format")
+    count: int = Field(default=1, ge=1, le=MAX_COUNT, description="Images to make (one seed each)")
+    seed: int | None = Field(default=None, ge=0, lt=2**32, description="First seed; None: random")
+    identity_scale: float | None = Field(default=None, ge=0.0, le=1.5)
 
 
 class EditParams(_Model):
     """An edit of an existing result: a natural-language instruction and an optional mask blob."""
 
     instruction: str = Field(min_length=1, max_length=4000)
-    mask_blob_id: str | None = Field(None, max_length=128)
-    seed: int | None = Field(None, ge=0, lt=2**32)
+    mask_blob_id: str | None = Field(default=None, max_length=128)
+    seed: int | None = Field(default=None, ge=0, lt=2**32)
 
 
 class JobPayload(_Model):
@@ -88,15 +87,15 @@ class JobPayload(_Model):
     Seeds are fixed at submit time, so a job re-run after a crash makes the same images.
     """
 
-    job_id: str = _ID
+    job_id: str = Field(min_length=1, max_length=128)
     kind: JobKind
     mode: Literal["portrait", "edit"]
     origin: Origin
     portrait: PortraitParams | None = None
     edit: EditParams | None = None
-    selfie_blob_id: str | None = Field(None, max_length=128)
-    source_blob_id: str | None = Field(None, max_length=128, description="Edits: the image being edited")
-    parent_result_id: str | None = Field(None, max_length=128)
+    selfie_blob_id: str | None = Field(default=None, max_length=128)
+    source_blob_id: str | None = Field(default=None, max_length=128, description="Edits: the image being edited")
+    parent_result_id: str | None = Field(default=None, max_length=128)
     seeds: tuple[int, ...] = Field(min_length=1, max_length=MAX_COUNT)
     submitted_at: float = Field(default_factory=time.time)
 
@@ -108,9 +107,9 @@ class JobPayload(_Model):
 class ResultRecord(_Model):
     """A finished generation, kept `result_ttl_s`: enough to reroll or edit it later from any process."""
 
-    result_id: str = _ID
+    result_id: str = Field(min_length=1, max_length=128)
     parent_id: str | None = None
-    job_id: str = _ID
+    job_id: str = Field(min_length=1, max_length=128)
     kind: JobKind
     request: JobPayload = Field(description="The job that made it: params, selfie, source image and seeds")
     seeds: tuple[int, ...]
@@ -127,7 +126,7 @@ class Ticket(_Model):
     job_id: str
     position: int
     eta_s: float
-    duplicate: bool = Field(False, description="The same idempotency key was submitted before; no new job")
+    duplicate: bool = Field(default=False, description="The same idempotency key was submitted before; no new job")
 
 
 class ProgressEvent(_Model):

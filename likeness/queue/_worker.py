@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import socket
 import time
@@ -28,6 +29,11 @@ from typing import Any
 from arq import Retry
 from arq.connections import ArqRedis, RedisSettings
 from arq.worker import Worker, func
+from redis.asyncio.retry import Retry as RedisRetry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import WatchError
 
 from likeness.config import Settings
 from likeness.errors import GenerationFailed, JobTimeout, LikenessError, ServiceError, UserError
@@ -40,7 +46,7 @@ from likeness.queue._metrics import WorkerMetrics
 from likeness.queue._models import Delivery, JobPayload, ProgressEvent, ResultRecord
 from likeness.queue._progress import PROGRESS_TTL_S
 
-__all__ = ["DEFAULT_MAX_TRIES", "NotAvailableYet", "run_worker", "worker_settings"]
+__all__ = ["DEFAULT_MAX_TRIES", "LikenessWorker", "NotAvailableYet", "run_worker", "worker_settings"]
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +148,16 @@ class JobRunner:
         await self.publisher.close()
 
     async def run(self, job_id: str, job_try: int) -> str:
+        """Run one try of a job; Redis failures outside the engine call retry the job like engine failures."""
+        try:
+            return await self._run(job_id, job_try)
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            if job_try > self.max_tries:
+                raise
+            log.warning("job %s: Redis failed during try %d; retrying", job_id, job_try)
+            raise Retry(defer=2**job_try) from exc
+
+    async def _run(self, job_id: str, job_try: int) -> str:
         if await self.redis.exists(_keys.cancelled(job_id)):
             return "cancelled"
         if await self.redis.exists(_keys.delivered(job_id)):
@@ -199,7 +215,9 @@ class JobRunner:
             raise NotAvailableYet(what="Edits")
         assert payload.portrait is not None and payload.selfie_blob_id is not None
         params = payload.portrait
-        selfie = load_image(
+        # Decoding and encoding big images take 100+ ms: off the loop, so batching and heartbeats keep time.
+        selfie = await asyncio.to_thread(
+            load_image,
             await self.blobs.get(payload.selfie_blob_id),
             max_bytes=self.settings.max_upload_bytes,
             max_pixels=self.settings.max_image_pixels,
@@ -233,7 +251,8 @@ class JobRunner:
         image_ids = []
         for index, image in enumerate(result.images):
             blob_id = _keys.image_id_for(payload.job_id, index)
-            await self.blobs.put(encode_image(image, "png"), kind="image", owner=payload.user_id, blob_id=blob_id)
+            png = await asyncio.to_thread(encode_image, image, "png")
+            await self.blobs.put(png, kind="image", owner=payload.user_id, blob_id=blob_id)
             image_ids.append(blob_id)
         record = ResultRecord(
             result_id=_keys.result_id_for(payload.job_id),
@@ -303,6 +322,24 @@ class JobRunner:
             await asyncio.sleep(5)
 
 
+class LikenessWorker(Worker):
+    """arq's `Worker`, surviving Redis outages: arq's poll loop dies on the first Redis error (a WATCH on a
+    dropped connection is never retried), this one logs, gives back the job slot arq leaked, and polls again.
+    """
+
+    async def _poll_iteration(self) -> None:
+        try:
+            await super()._poll_iteration()
+        except (RedisConnectionError, RedisTimeoutError, WatchError) as exc:
+            log.warning("Redis unavailable while polling (%s); retrying in 1 s", type(exc).__name__)
+            await asyncio.sleep(0)  # let done-callbacks of finished jobs release their slots first
+            live = sum(1 for task in self.tasks.values() if not task.done())
+            while self.job_counter > live:  # start_jobs took a slot for a job it never started
+                self.job_counter -= 1
+                self.sem.release()
+            await asyncio.sleep(1)
+
+
 async def _run_job(ctx: dict[str, Any], job_id: str) -> str:
     runner: JobRunner = ctx["likeness"]
     return await runner.run(job_id, int(ctx["job_try"]))
@@ -315,7 +352,7 @@ def worker_settings(
     request_factory: RequestFactory | None = None,
     max_tries: int = DEFAULT_MAX_TRIES,
 ) -> dict[str, Any]:
-    """Keyword arguments for `arq.worker.Worker`, built from `settings`.
+    """Keyword arguments for `LikenessWorker` (an `arq.worker.Worker`), built from `settings`.
 
     The engine is loaded once in `on_startup` (in a thread, so the health check keeps ticking) and
     closed on shutdown. `engine_factory`/`request_factory` default to `likeness.generation`'s Engine and
@@ -338,14 +375,23 @@ def worker_settings(
             await runner.close()
             runner.engine.close()
 
+    redis_settings = dataclasses.replace(
+        RedisSettings.from_dsn(settings.redis_dsn),
+        # Ride out a Redis restart (~30 s) instead of crashing the worker on the first refused command.
+        retry=RedisRetry(ExponentialBackoff(cap=3.0, base=0.1), 12),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        conn_retries=30,
+    )
     return {
         "functions": [func(_run_job, name=_keys.ARQ_FUNCTION, max_tries=max_tries + 1)],
-        "redis_settings": RedisSettings.from_dsn(settings.redis_dsn),
+        "redis_settings": redis_settings,
         "on_startup": on_startup,
         "on_shutdown": on_shutdown,
         "poll_delay": settings.poll_delay_s,
         "job_timeout": settings.job_timeout_s,
-        "max_jobs": 2 * max(1, settings.max_batch),
+        # One batch worth of jobs per worker: enough to batch, and a backlog stays in the (fair) arq queue
+        # instead of being pulled ahead of other users' jobs or away from other workers.
+        "max_jobs": max(1, settings.max_batch),
         "allow_abort_jobs": True,
         "keep_result": 60,
         "health_check_interval": 10,
@@ -359,7 +405,7 @@ def run_worker(settings: Settings, **factories: Any) -> None:
 
 
 async def _main(settings: Settings, **factories: Any) -> None:
-    worker = Worker(**worker_settings(settings, **factories))
+    worker = LikenessWorker(**worker_settings(settings, **factories))
     try:
         await worker.async_run()
     except asyncio.CancelledError:

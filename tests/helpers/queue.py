@@ -19,14 +19,13 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from arq.worker import Worker
 from PIL import Image
 
 from likeness.config import Settings
 from likeness.errors import GenerationFailed, NoFace, OutOfMemory
 from likeness.presets import EffectivePreset, PresetCatalog
 from likeness.queue import Delivery, DeliveryConsumer, Origin
-from likeness.queue._worker import worker_settings
+from likeness.queue._worker import LikenessWorker, worker_settings
 
 STEPS = 4
 
@@ -142,7 +141,7 @@ async def running_worker(
         settings, engine_factory=lambda _s: engine, request_factory=FakeRequest, max_tries=max_tries
     )
     options.update(overrides)
-    worker = Worker(**options, handle_signals=False)
+    worker = LikenessWorker(**options, handle_signals=False)
     task = asyncio.create_task(worker.async_run())
     try:
         yield engine
@@ -152,7 +151,9 @@ async def running_worker(
         worker.tasks.clear()
         await worker.close()
         task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        (outcome,) = await asyncio.gather(task, return_exceptions=True)
+        if isinstance(outcome, Exception):
+            raise AssertionError("the worker crashed") from outcome
 
 
 async def next_deliveries(
