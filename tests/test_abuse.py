@@ -9,7 +9,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import redis.asyncio as aioredis
 
-from likeness.errors import QueueUnavailable
+from likeness.bot._policy import PromptPolicy, screen_request
+from likeness.errors import Banned, PromptRefused, PromptTooLong, QueueUnavailable
 from likeness.queue._abuse import AUDIT_STREAM, AbuseLog
 
 DAY_MS = 86_400_000
@@ -108,3 +109,30 @@ async def test_redis_down_is_queue_unavailable() -> None:
 def test_retention_must_be_positive() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         AbuseLog(None, retention_days=0)  # type: ignore[arg-type]
+
+
+async def test_banned_user_is_refused_before_enqueue(redis: aioredis.Redis, make_settings) -> None:
+    log = AbuseLog(redis, retention_days=30)
+    policy = PromptPolicy.from_settings(make_settings())
+    enqueued: list[str] = []
+
+    async def submit(user_id: int, prompt: str) -> None:
+        """What the bot core does: screen, then enqueue and record the request."""
+        await screen_request(policy=policy, abuse=log, user_id=user_id, platform="discord", chat_id=5, prompt=prompt)
+        enqueued.append(prompt)
+        await log.record("request", user_id, "discord", 5, job_id=f"job-{len(enqueued)}", detail=prompt)
+
+    await submit(1, "viking warrior")
+    await log.ban(1, "discord", reason="abuse", by="admin")
+    with pytest.raises(Banned) as info:
+        await submit(1, "viking warrior again")
+    assert "can't use this bot" in info.value.user_message
+    with pytest.raises(PromptRefused):
+        await submit(2, "sexy teen")
+    with pytest.raises(PromptTooLong):
+        await submit(2, "castle " * 100)
+    assert enqueued == ["viking warrior"]  # nothing else reached the queue
+    refusals = await log.recent(kind="refusal")
+    assert [r.detail.split(":")[0] for r in refusals] == ["prompt_too_long", "sexualised-minor", "banned"]
+    assert refusals[-1].user_id == "1" and refusals[-1].chat_id == "5"
+    assert (await log.counts())["refusal"] == 3

@@ -5,9 +5,12 @@ from __future__ import annotations
 import pickle
 import subprocess
 import sys
+from functools import lru_cache
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from likeness.bot._policy import PromptPolicy
 from likeness.errors import ConfigError, PromptRefused, PromptTooLong
@@ -86,6 +89,7 @@ def test_refuses_blocked_prompts_and_evasions(policy: PromptPolicy, prompt: str,
         "as a famous painter",
         "18 year old graduate in a swimsuit",
         "nude lipstick, beige tones",  # allowed phrase
+        "baby blue bikini",  # "baby" here is a colour, not a minor
         "3d render, 1girl, solo",
         "a s s e t",
     ],
@@ -160,7 +164,8 @@ def test_operator_file_adds_terms_rules_and_disables_rules(tmp_path: Path) -> No
     [
         ("words = [", "invalid TOML"),
         ("wordz = []", "wordz"),
-        ("regexes = ['(unclosed']", "invalid regex"),
+        ("regexes = ['(unclosed']", "regexes: invalid regex"),
+        ("[terms.minor]\nregexes = ['[a-']", "terms.minor.regexes: invalid regex"),
         ('[[rules]]\nname = "x"\nwhen = [["nosuch"]]', "nosuch"),
     ],
 )
@@ -170,6 +175,7 @@ def test_bad_operator_file_is_a_config_error_naming_the_problem(tmp_path: Path, 
     with pytest.raises(ConfigError) as info:
         PromptPolicy.load(path)
     assert needle in str(info.value)
+    assert str(path) in str(info.value)
 
 
 def test_missing_operator_file_is_a_config_error(tmp_path: Path) -> None:
@@ -195,3 +201,34 @@ def test_bot_side_modules_stay_free_of_ml_imports() -> None:
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1], timeout=60)
+
+
+def test_built_in_preset_prompts_pass_the_policy(policy: PromptPolicy) -> None:
+    import tomllib
+
+    files = sorted((Path(__file__).parents[1] / "likeness" / "presets" / "data").glob("*.toml"))
+    assert files
+    for path in files:
+        preset = tomllib.loads(path.read_text(encoding="utf-8"))
+        for key in ("title", "description", "prompt"):
+            text = str(preset.get(key, "")).replace("{subject}", "a person").replace("{prompt}", "")
+            assert policy.violation(text) is None, f"{path.name}: {key}"
+
+
+@settings(max_examples=150, deadline=1000)
+@given(st.text(max_size=400))
+def test_any_text_gets_a_verdict_quickly(text: str) -> None:
+    policy = _shared_policy()
+    verdict = policy.violation(text)
+    assert verdict is None or verdict in policy.rule_names
+
+
+@settings(max_examples=60, deadline=1000)
+@given(st.sampled_from(["nude", "naked", "porn", "undress"]), st.text(alphabet=" .-_*", min_size=1, max_size=2))
+def test_spacing_out_a_blocked_word_does_not_evade(word: str, separator: str) -> None:
+    assert _shared_policy().violation(separator.join(word)) is not None
+
+
+@lru_cache(maxsize=1)
+def _shared_policy() -> PromptPolicy:
+    return PromptPolicy.load()

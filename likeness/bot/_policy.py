@@ -20,13 +20,17 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from likeness.config import Settings
-from likeness.errors import ConfigError, PromptRefused, PromptTooLong
+from likeness.errors import Banned, ConfigError, PromptRefused, PromptTooLong
 
-__all__ = ["DEFAULTS_FILE", "PromptPolicy"]
+if TYPE_CHECKING:
+    from likeness.queue._abuse import AbuseLog
+
+__all__ = ["DEFAULTS_FILE", "PromptPolicy", "screen_request"]
 
 DEFAULTS_FILE = Path(__file__).with_name("policy_defaults.toml")
 
@@ -87,10 +91,18 @@ def _read_policy_file(path: Path) -> _PolicyFile:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(message=f"{path}: invalid TOML: {exc}") from exc
     try:
-        return _PolicyFile.model_validate(raw)
+        policy = _PolicyFile.model_validate(raw)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
         raise ConfigError(message=f"{path}: {problems}") from exc
+    located = [("regexes", policy.regexes)] + [(f"terms.{name}.regexes", t.regexes) for name, t in policy.terms.items()]
+    for key, regexes in located:
+        for regex in regexes:
+            try:
+                re.compile(regex)
+            except re.error as exc:
+                raise ConfigError(message=f"{path}: {key}: invalid regex {regex!r}: {exc}") from exc
+    return policy
 
 
 # --- normalisation -----------------------------------------------------------------------------------
@@ -132,11 +144,8 @@ def _views(prompt: str, allow: re.Pattern[str] | None) -> _Views:
         words.add(_TRIPLES.sub(r"\1", view))
         words.add(_TRIPLES.sub(r"\1\1", view))
     squeezed = {_DOUBLE_VOWELS.sub(r"\1", view) for view in words}
-    runs = {
-        _TRIPLES.sub(r"\1", _SEPARATORS.sub("", run.group(0)).translate(_LEET))
-        for view in (base,)
-        for run in _SPACED_RUN.finditer(view)
-    }
+    joined = (_SEPARATORS.sub("", run.group(0)).translate(_LEET) for run in _SPACED_RUN.finditer(base))
+    runs = {_TRIPLES.sub(r"\1", run) for run in joined}
     return _Views(tuple(words), tuple(squeezed - words), tuple(runs))
 
 
@@ -199,6 +208,7 @@ class _Category:
 class _Rule:
     name: str
     when: tuple[tuple[str, ...], ...]
+    source: str = "built-in"
 
 
 @dataclass
@@ -209,7 +219,7 @@ class _Spec:
     rules: list[_Rule] = field(default_factory=list)
     allow: list[str] = field(default_factory=list)
 
-    def merge(self, policy: _PolicyFile) -> None:
+    def merge(self, policy: _PolicyFile, source: Path) -> None:
         if policy.replace_defaults:
             self.terms.clear()
             self.rules.clear()
@@ -223,7 +233,7 @@ class _Spec:
         known = {rule.name for rule in self.rules}
         for rule in policy.rules:
             if rule.name not in known:
-                self.rules.append(_Rule(rule.name, tuple(tuple(group) for group in rule.when)))
+                self.rules.append(_Rule(rule.name, tuple(tuple(group) for group in rule.when), str(source)))
                 known.add(rule.name)
 
     def _add(self, name: str, words: Sequence[str], regexes: Sequence[str]) -> None:
@@ -249,7 +259,7 @@ class PromptPolicy:
         for rule in rules:
             unknown = sorted({c for group in rule.when for c in group} - categories.keys())
             if unknown:
-                raise ConfigError(message=f"prompt policy rule {rule.name!r} uses unknown categories: {unknown}")
+                raise ConfigError(message=f"{rule.source}: rule {rule.name!r} uses unknown categories: {unknown}")
         self._categories = categories
         self._rules = [_Rule(_BLOCKED, ((_BLOCKED,),)), *rules] if _BLOCKED in categories else list(rules)
         self.max_chars = max_chars
@@ -261,7 +271,7 @@ class PromptPolicy:
         spec = _Spec()
         sources = ([DEFAULTS_FILE] if defaults else []) + list(files)
         for path in sources:
-            spec.merge(_read_policy_file(path))
+            spec.merge(_read_policy_file(path), path)
         categories = {
             name: _Category.build(words, regexes, source=f"prompt policy category {name!r}")
             for name, (words, regexes) in spec.terms.items()
@@ -312,3 +322,29 @@ class PromptPolicy:
 def _extra_category(words: tuple[str, ...]) -> _Category:
     """Per-community words, compiled once per distinct list."""
     return _Category.build(words, (), source="community block list")
+
+
+async def screen_request(
+    *,
+    policy: PromptPolicy,
+    abuse: AbuseLog,
+    user_id: str | int,
+    platform: str,
+    chat_id: str | int | None,
+    prompt: str,
+    extra_words: Sequence[str] = (),
+) -> None:
+    """The bot core's gate before enqueueing: ban check, then prompt policy; refusals go to the audit log.
+
+    Raises `Banned`, `PromptTooLong` or `PromptRefused`; returns None when the request may be enqueued
+    (the caller then records the `request` event with the job id).
+    """
+    if await abuse.is_banned(user_id, platform):
+        await abuse.record("refusal", user_id, platform, chat_id, detail=f"banned: {prompt}")
+        raise Banned()
+    try:
+        policy.check(prompt, extra_words=extra_words)
+    except (PromptRefused, PromptTooLong) as exc:
+        reason = exc.data.get("rule") or exc.code
+        await abuse.record("refusal", user_id, platform, chat_id, detail=f"{reason}: {prompt}")
+        raise

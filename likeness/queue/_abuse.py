@@ -125,7 +125,7 @@ class AbuseLog:
         async with _redis_errors():
             while True:
                 page = await self._redis.xrange(self._stream, min=lower, max="+", count=_PAGE)
-                tally.update(_text(fields.get(b"kind", fields.get("kind", b""))) for _id, fields in page)
+                tally.update(_event(entry_id, fields).kind for entry_id, fields in page)
                 if len(page) < _PAGE:
                     break
                 lower = "(" + _text(page[-1][0])
