@@ -91,8 +91,8 @@ def encode_image(
 ) -> bytes:
     """Encode a generated image; only what the caller passes is written, never input metadata.
 
-    Alpha is kept for PNG and WebP and flattened onto white for JPEG.
-    `xmp` is an XMP packet stored the standard way: PNG iTXt `XML:com.adobe.xmp`, JPEG APP1, WebP `XMP ` chunk.
+    Alpha is kept for PNG and WebP and flattened onto white for JPEG. `xmp` is an XMP packet stored the
+    standard way: PNG iTXt `XML:com.adobe.xmp`, JPEG APP1, WebP `XMP ` chunk.
     """
     try:
         pil_format = _FORMATS[fmt.lower()]

@@ -14,7 +14,7 @@ from PIL import Image
 
 from likeness.bot.discord import LikenessClient
 from likeness.config import Settings
-from tests.fakes.discord_api import TEXT_CHANNEL_ID, FakeDiscord
+from tests.fakes.discord_api import GUILD_ID, TEXT_CHANNEL_ID, FakeDiscord
 from tests.helpers.discord import (
     ADMIN,
     OTHER,
@@ -243,7 +243,7 @@ async def test_only_the_requester_may_change_a_result_unless_the_server_collabor
         assert "Only the person who asked" in ephemeral_texts(fake, press["token"])[0]
         assert fake.interactions[press["token"]]["responses"][0]["type"] == 4, "refused without a public answer"
 
-        await client.core.community.update("discord", str(TEXT_CHANNEL_ID), collaborate=True)
+        await client.core.community.update("discord", str(GUILD_ID), collaborate=True)  # per server
         press = button(fake, int(result["id"]), buttons(result)["reroll"], user_id=OTHER)
         await fake.dispatch("INTERACTION_CREATE", press)
         await fake.wait_for(lambda: fake.interactions[press["token"]]["original"], timeout=5)

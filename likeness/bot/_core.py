@@ -3,6 +3,9 @@ calls here and turns the answers into platform messages. Nothing here knows a ch
 
 Order of checks for anything that would cost GPU time: operator allowlist → ban → prompt policy →
 queue validation and limits (in `QueueClient`). A refusal never reaches the GPU.
+
+A "community" is a Discord server (`origin.extra["guild_id"]`) or a chat: its settings (collaboration,
+NSFW opt-in, extra blocked words) and the operator allowlist apply per community.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from likeness.bot._access import AccessPolicy
 from likeness.bot._buttons import Button, result_buttons
 from likeness.bot._grammar import PortraitArgs
 from likeness.bot._links import MessageLinks
-from likeness.bot._policy import PromptPolicy
+from likeness.bot._policy import PromptPolicy, screen_request
 from likeness.bot._safety import Decision, Place, decide, notice
 from likeness.bot._texts import (
     NEED_SELFIE,
@@ -29,7 +32,7 @@ from likeness.bot._texts import (
     stats_text,
 )
 from likeness.config import Settings
-from likeness.errors import Banned, LikenessError, PromptTooLong, UserError
+from likeness.errors import LikenessError, PromptTooLong, UserError
 from likeness.presets import get_format
 from likeness.queue import Delivery, Origin, PortraitParams, QueueClient, Ticket
 from likeness.queue._abuse import AbuseLog
@@ -68,55 +71,47 @@ class BotCore:
     # --- requests ----------------------------------------------------------------------------------
 
     async def portrait(
-        self,
-        origin: Origin,
-        args: PortraitArgs,
-        selfie: bytes | None,
-        *,
-        key: str | None = None,
-        guild_id: str | None = None,
+        self, origin: Origin, args: PortraitArgs, selfie: bytes | None, *, key: str | None = None
     ) -> Ticket:
         """Check and enqueue a portrait; `UserError`s explain what to fix.
 
         `key` (e.g. the request message id) makes a repeated event (a platform re-sending an update after a
         restart) return the first job's ticket, marked `duplicate`, instead of a second job.
         """
-        await self._admit(origin, guild_id)
+        self._admit(origin)
         if selfie is None:
             raise UserError(message=NEED_SELFIE)
-        await self._check_prompt(origin, args.prompt)
+        await self._screen(origin, args.prompt)
         params = PortraitParams(preset=args.preset, prompt=args.prompt, format=args.format, count=args.count)
         ticket = await self.queue.submit_portrait(origin, selfie, params, idempotency_key=key)
         if ticket.duplicate:
             return ticket
-        await self.abuse.record("request", origin.user_id, origin.platform, origin.chat_id, ticket.job_id,
-                                f"portrait {args.preset} {args.prompt}".strip())  # fmt: skip
+        detail = f"portrait {args.preset} {args.prompt}".strip()
+        await self.abuse.record("request", origin.user_id, origin.platform, origin.chat_id, ticket.job_id, detail)
         return ticket
 
-    async def check_portrait(self, origin: Origin, args: PortraitArgs, *, guild_id: str | None = None) -> None:
-        """The checks of `portrait` that need no selfie (allowlist, ban, preset, format, prompt), so a frontend
-        can refuse at once, before it acknowledges publicly or downloads anything."""
-        await self._admit(origin, guild_id)
+    async def check_portrait(self, origin: Origin, args: PortraitArgs) -> None:
+        """The checks of `portrait` that need no selfie (allowlist, ban, policy, preset, format, prompt length),
+        so a frontend can refuse at once, before it answers publicly or downloads anything."""
+        self._admit(origin)
         self.presets.resolve(args.preset)
         if args.format is not None:
             get_format(args.format)
         if len(args.prompt) > self.settings.max_prompt_chars:
             raise PromptTooLong(length=len(args.prompt), limit=self.settings.max_prompt_chars)
-        await self._check_prompt(origin, args.prompt)
+        await self._screen(origin, args.prompt)
 
-    async def reroll(
-        self, origin: Origin, result_id: str, *, key: str | None = None, guild_id: str | None = None
-    ) -> Ticket:
+    async def reroll(self, origin: Origin, result_id: str, *, key: str | None = None) -> Ticket:
         """A new image of the same request (an edit is re-run with a new seed)."""
-        await self._admit(origin, guild_id)
+        self._admit(origin)
+        await self._screen(origin, "")
         await self._check_owner(origin, result_id)
         return await self.queue.submit_reroll(origin, result_id, idempotency_key=key)
 
-    async def variations(
-        self, origin: Origin, result_id: str, *, key: str | None = None, guild_id: str | None = None
-    ) -> Ticket:
+    async def variations(self, origin: Origin, result_id: str, *, key: str | None = None) -> Ticket:
         """Several new takes on a result's request."""
-        await self._admit(origin, guild_id)
+        self._admit(origin)
+        await self._screen(origin, "")
         await self._check_owner(origin, result_id)
         return await self.queue.submit_variations(origin, result_id, idempotency_key=key)
 
@@ -128,18 +123,18 @@ class BotCore:
         mask: bytes | None = None,
         *,
         key: str | None = None,
-        guild_id: str | None = None,
     ) -> Ticket:
         """An edit of a result ("make the hair blue")."""
-        await self._admit(origin, guild_id)
+        self._admit(origin)
+        await self._screen(origin, instruction)
         await self._check_owner(origin, result_id)
-        await self._check_prompt(origin, instruction)
         return await self.queue.submit_edit(origin, result_id, instruction, mask, idempotency_key=key)
 
-    async def check_may_change(self, origin: Origin, result_id: str, *, guild_id: str | None = None) -> None:
-        """Raise (`NotAllowed`, `NotRequester`, `ResultExpired`, ...) unless `origin`'s user may reroll or edit
-        `result_id`: lets a frontend refuse a button press quietly before it shows any progress."""
-        await self._admit(origin, guild_id)
+    async def check_may_change(self, origin: Origin, result_id: str) -> None:
+        """Raise (`NotAllowed`, `Banned`, `NotRequester`, `ResultExpired`, ...) unless `origin`'s user may reroll
+        or edit `result_id`: lets a frontend refuse a button press quietly before it shows any progress."""
+        self._admit(origin)
+        await self._screen(origin, "")
         await self._check_owner(origin, result_id)
 
     async def cancel(self, origin: Origin) -> str:
@@ -180,8 +175,8 @@ class BotCore:
     async def link_message(self, platform: str, chat_id: str, message_id: str, result_id: str) -> None:
         await self.links.link(platform, chat_id, message_id, result_id)
 
-    async def chat_settings(self, platform: str, chat_id: str) -> ChatSettings:
-        return await self.community.get(platform, chat_id)
+    async def chat_settings(self, origin: Origin) -> ChatSettings:
+        return await self.community.get(origin.platform, _community(origin))
 
     # --- progress and delivery ---------------------------------------------------------------------
 
@@ -214,10 +209,13 @@ class BotCore:
         flagged = meta.get("nsfw_scores") or []
         place = await self._place(delivery.origin)
         decision = decide(max(flagged, default=0.0), place, self.settings)  # type: ignore[type-var]
+        warning = notice(decision, place, self.settings)
         if decision is Decision.WITHHOLD:
-            return ResultMessage(text=notice(decision, place, self.settings) or "", result_id=result.result_id)
+            return ResultMessage(text=warning or "", result_id=result.result_id)
         images = tuple([await self.queue.get_image(blob) for blob in result.image_blob_ids])
         notices = tuple(str(n) for n in meta.get("notices", []))  # type: ignore[union-attr]
+        if warning:
+            notices += (warning,)
         if notices:
             text = "\n".join((text, *notices))
         return ResultMessage(
@@ -242,25 +240,31 @@ class BotCore:
 
     # --- checks ------------------------------------------------------------------------------------
 
-    async def _admit(self, origin: Origin, guild_id: str | None) -> None:
-        self.access.check(origin.user_id, origin.chat_id, guild_id)
-        if await self.abuse.is_banned(origin.user_id, origin.platform):
-            raise Banned()
+    def _admit(self, origin: Origin) -> None:
+        self.access.check(origin.user_id, origin.chat_id, origin.extra.get("guild_id"))
 
-    async def _check_prompt(self, origin: Origin, prompt: str) -> None:
-        chat = await self.community.get(origin.platform, origin.chat_id)
-        try:
-            self.policy.check(prompt, extra_words=chat.extra_blocked_words)
-        except UserError as exc:
-            await self.abuse.record("refusal", origin.user_id, origin.platform, origin.chat_id, None, exc.code)
-            raise
+    async def _screen(self, origin: Origin, prompt: str) -> None:
+        """Ban list and prompt policy (with the community's extra words); refusals are audited."""
+        chat = await self.community.get(origin.platform, _community(origin))
+        await screen_request(
+            policy=self.policy,
+            abuse=self.abuse,
+            user_id=origin.user_id,
+            platform=origin.platform,
+            chat_id=origin.chat_id,
+            prompt=prompt,
+            extra_words=chat.extra_blocked_words,
+        )
 
     async def _check_owner(self, origin: Origin, result_id: str) -> None:
         result = await self.queue.get_result(result_id)
-        chat = await self.community.get(origin.platform, origin.chat_id)
-        collaborate = chat.collaborate if chat.collaborate is not None else self.settings.collaborate
-        self.access.check_owner(origin.user_id, result.owner_user_id, collaborate=collaborate)
+        chat = await self.community.get(origin.platform, _community(origin))
+        self.access.check_owner(origin.user_id, result.owner_user_id, collaborate=chat.collaborate)
 
     async def _place(self, origin: Origin) -> Place:
-        chat = await self.community.get(origin.platform, origin.chat_id)
+        chat = await self.community.get(origin.platform, _community(origin))
         return Place(age_restricted=origin.age_restricted or chat.age_restricted, allow_nsfw=chat.allow_nsfw)
+
+
+def _community(origin: Origin) -> str:
+    return origin.extra.get("guild_id") or origin.chat_id

@@ -13,6 +13,9 @@ from PIL import Image
 
 from likeness.config import Settings
 from likeness.errors import ConfigError, GenerationFailed, LikenessError, OutOfMemory
+from likeness.generation import _edits
+from likeness.generation._clipseg import TextMasker
+from likeness.generation._edits import EditRequest
 from likeness.generation._identity import identity_image
 from likeness.generation._loading import LoadedModel, load_model, make_scheduler
 from likeness.generation._prompts import PromptEmbeds, encode_parts, render_parts
@@ -86,6 +89,7 @@ class Engine:
         self.model_key = spec.key
         self.model = model
         self.presets = presets
+        self._masker: TextMasker | None = None
 
     @classmethod
     def load(cls, settings: Settings) -> Engine:
@@ -267,12 +271,43 @@ class Engine:
             "seeds": list(request.seeds),
         }
 
+    # --- edits and variations (likeness.generation._edits) ---------------------------------------
+
+    @property
+    def masker(self) -> TextMasker:
+        """The text-prompted segmenter (CLIPSeg), loaded on first use so portrait-only workers never pay for it."""
+        if self._masker is None:
+            self._masker = TextMasker.load(self.model_key, self.settings.data_dir, self.model.device)
+        return self._masker
+
+    def edit(self, request: EditRequest, progress: ProgressFn | None = None) -> GenerationResult:
+        """Apply an edit instruction to a previous result (see `likeness.generation._edits.edit`)."""
+        return _edits.edit(self, request, progress)
+
+    def variation(
+        self,
+        source: Image.Image,
+        selfie: Image.Image,
+        preset: EffectivePreset,
+        seeds: tuple[int, ...] = (0,),
+        strength: float = _edits.VARIATION_STRENGTH,
+        progress: ProgressFn | None = None,
+        *,
+        prompt: str = "",
+        identity_scale: float | None = None,
+    ) -> GenerationResult:
+        """Variations of a result: img2img at a moderate strength, one image per seed."""
+        return _edits.variation(
+            self, source, selfie, preset, seeds, strength, progress, prompt=prompt, identity_scale=identity_scale
+        )
+
     def close(self) -> None:
         """Drop the pipelines and free accelerator memory; the engine can't generate afterwards."""
         model = getattr(self, "model", None)
         if model is None:
             return
         del self.model
+        self._masker = None
         model.pipe = model.img2img = model.inpaint = None
         model.loras.pipe = None
         gc.collect()

@@ -29,6 +29,7 @@ from likeness.bot.discord._common import (
     check_attachment,
     clip,
     fail,
+    guild_extra,
     interaction_origin,
     is_nsfw,
     read_attachment,
@@ -108,17 +109,16 @@ class LikenessClient(discord.AutoShardedClient):
 
     async def portrait(self, interaction: discord.Interaction, args: PortraitArgs, selfie: discord.Attachment) -> None:
         """/portrait: refuse privately, or acknowledge publicly, download, enqueue and show progress."""
-        guild_id = _guild(interaction)
         try:
             check_attachment(selfie, self.settings)
-            await self.core.check_portrait(interaction_origin(interaction, message_id=None), args, guild_id=guild_id)
+            await self.core.check_portrait(interaction_origin(interaction, message_id=None), args)
         except Exception as exc:
             await fail(self.core, interaction, exc)
             return
 
         async def submit(origin: Origin) -> Ticket:
             data = await read_attachment(selfie, self.settings)
-            return await self.core.portrait(origin, args, data, key=str(interaction.id), guild_id=guild_id)
+            return await self.core.portrait(origin, args, data, key=str(interaction.id))
 
         await self._start(interaction, submit)
 
@@ -150,10 +150,8 @@ class LikenessClient(discord.AutoShardedClient):
         if action is Action.FULL_SIZE:
             await self._full_size(interaction, result_id)
             return
-        guild_id = _guild(interaction)
         try:
-            origin = interaction_origin(interaction, message_id=None)
-            await self.core.check_may_change(origin, result_id, guild_id=guild_id)
+            await self.core.check_may_change(interaction_origin(interaction, message_id=None), result_id)
         except Exception as exc:
             await fail(self.core, interaction, exc)
             return
@@ -162,9 +160,9 @@ class LikenessClient(discord.AutoShardedClient):
             return
         key = str(interaction.id)
         if action is Action.VARIATIONS:
-            await self._start(interaction, lambda o: self.core.variations(o, result_id, key=key, guild_id=guild_id))
+            await self._start(interaction, lambda o: self.core.variations(o, result_id, key=key))
         else:
-            await self._start(interaction, lambda o: self.core.reroll(o, result_id, key=key, guild_id=guild_id))
+            await self._start(interaction, lambda o: self.core.reroll(o, result_id, key=key))
 
     async def on_interaction(self, interaction: discord.Interaction) -> None:
         """Edit-dialog submits, answered here by custom id so that a dialog opened before a restart works."""
@@ -177,15 +175,13 @@ class LikenessClient(discord.AutoShardedClient):
         if not instruction.strip():
             await answer(interaction, EDIT_HOWTO)
             return
-        guild_id = _guild(interaction)
         try:
-            origin = interaction_origin(interaction, message_id=None)
-            await self.core.check_may_change(origin, result_id, guild_id=guild_id)
+            await self.core.check_may_change(interaction_origin(interaction, message_id=None), result_id)
         except Exception as exc:
             await fail(self.core, interaction, exc)
             return
         key = str(interaction.id)
-        await self._start(interaction, lambda o: self.core.edit(o, result_id, instruction, key=key, guild_id=guild_id))
+        await self._start(interaction, lambda o: self.core.edit(o, result_id, instruction, key=key))
 
     async def _full_size(self, interaction: discord.Interaction, result_id: str) -> None:
         """📥: the PNG file(s), privately; the safety decision for this channel applies as for the post."""
@@ -217,18 +213,15 @@ class LikenessClient(discord.AutoShardedClient):
             if result_id is None:
                 return
             channel = self.get_channel(payload.channel_id) or self.get_partial_messageable(payload.channel_id)
-            origin = self._message_origin(channel, payload.user_id, payload.message_id)
-            guild_id = None if payload.guild_id is None else str(payload.guild_id)
-            await self.core.check_may_change(origin, result_id, guild_id=guild_id)
+            origin = self._message_origin(channel, payload.user_id, payload.message_id, payload.guild_id)
+            await self.core.check_may_change(origin, result_id)
         except (NotRequester, NotAllowed):
             return
         except LikenessError as exc:
             log.info("reaction reroll on %s refused: %s", payload.message_id, exc)
             return
         target = channel.get_partial_message(payload.message_id)  # type: ignore[union-attr]
-        await self._start_in_channel(
-            target, origin, lambda o: self.core.reroll(o, result_id, guild_id=guild_id), first="🔄 Rerolling…"
-        )
+        await self._start_in_channel(target, origin, lambda o: self.core.reroll(o, result_id), first="🔄 Rerolling…")
 
     async def on_message(self, message: discord.Message) -> None:
         """A reply to a result that mentions the bot ("@Likeness make the hair blue") → an edit of it."""
@@ -254,12 +247,12 @@ class LikenessClient(discord.AutoShardedClient):
         if not instruction:
             await self._reply(message, EDIT_HOWTO)
             return
-        origin = self._message_origin(message.channel, message.author.id, message.id)
+        guild_id = None if message.guild is None else message.guild.id
+        origin = self._message_origin(message.channel, message.author.id, message.id, guild_id)
         if target == THREAD_KEY:
             origin = origin.model_copy(update={"thread_id": channel_id})
-        guild_id = None if message.guild is None else str(message.guild.id)
         try:
-            await self.core.check_may_change(origin, result_id, guild_id=guild_id)
+            await self.core.check_may_change(origin, result_id)
         except Exception as exc:
             await self._reply(message, self.core.error_message(exc))
             return
@@ -267,7 +260,7 @@ class LikenessClient(discord.AutoShardedClient):
         await self._start_in_channel(
             message,
             origin,
-            lambda o: self.core.edit(o, result_id, instruction, key=key, guild_id=guild_id),
+            lambda o: self.core.edit(o, result_id, instruction, key=key),
             first="✏️ Editing…",
         )
 
@@ -317,13 +310,14 @@ class LikenessClient(discord.AutoShardedClient):
             log.info("cannot reply in channel %s: %s %s", target.channel.id, exc.status, exc.text)
             return None
 
-    def _message_origin(self, channel: object, user_id: int, message_id: int) -> Origin:
+    def _message_origin(self, channel: object, user_id: int, message_id: int, guild_id: int | None) -> Origin:
         return Origin(
             platform=PLATFORM,
             chat_id=str(getattr(channel, "id")),  # noqa: B009 - channel types differ, all have an id
             user_id=str(user_id),
             message_id=str(message_id),
             age_restricted=is_nsfw(channel),
+            extra=guild_extra(guild_id),
         )
 
     async def _result_of(self, interaction: discord.Interaction, channel_id: int, message_id: int) -> str | None:
@@ -347,10 +341,6 @@ class LikenessClient(discord.AutoShardedClient):
     async def _on_tree_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
         """Anything a command handler did not expect: logged with a reference, the user gets the generic text."""
         await fail(self.core, interaction, getattr(error, "original", error))
-
-
-def _guild(interaction: discord.Interaction) -> str | None:
-    return None if interaction.guild_id is None else str(interaction.guild_id)
 
 
 def _chunks(text: str, limit: int = 2000) -> list[str]:

@@ -17,6 +17,7 @@ from likeness.queue import Origin
 
 __all__ = [
     "EXTRA_APP",
+    "EXTRA_GUILD",
     "EXTRA_TOKEN",
     "EXTRA_TOKEN_AT",
     "PLATFORM",
@@ -26,6 +27,7 @@ __all__ = [
     "check_attachment",
     "clip",
     "fail",
+    "guild_extra",
     "interaction_origin",
     "is_nsfw",
     "preset_suggestions",
@@ -41,6 +43,7 @@ TOKEN_LIFETIME_S = 14 * 60
 EXTRA_APP = "app_id"
 EXTRA_TOKEN = "token"
 EXTRA_TOKEN_AT = "token_at"
+EXTRA_GUILD = "guild_id"
 # Message-link key under which a request's thread points at its latest result (setting `discord_threads`).
 THREAD_KEY = "thread"
 MESSAGE_LIMIT = 2000
@@ -72,8 +75,14 @@ def interaction_origin(interaction: discord.Interaction, *, message_id: int | No
             EXTRA_APP: str(interaction.application_id),
             EXTRA_TOKEN: interaction.token,
             EXTRA_TOKEN_AT: f"{interaction.created_at.timestamp():.3f}",
+            **guild_extra(interaction.guild_id),
         },
     )
+
+
+def guild_extra(guild_id: int | None) -> dict[str, str]:
+    """`Origin.extra` naming the server: the core applies allowlists and community settings per server."""
+    return {} if guild_id is None else {EXTRA_GUILD: str(guild_id)}
 
 
 def token_alive(origin: Origin, now: float | None = None) -> bool:
