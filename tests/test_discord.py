@@ -8,6 +8,7 @@ import io
 import itertools
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -57,7 +58,8 @@ async def test_commands_are_registered_once_and_resynced_on_demand(settings: Set
         pass
     assert fake.command_puts == 1
     by_name = {c["name"]: c for c in fake.commands}
-    assert set(by_name) == {"portrait", "presets", "cancel", "forget", "stats", "Reroll", "Edit image"}
+    assert set(by_name) == {"portrait", "presets", "cancel", "forget", "stats", "settings", "Reroll", "Edit image"}
+    assert int(by_name["settings"]["default_member_permissions"]) == 1 << 5  # Manage Server
     options = {o["name"]: o for o in by_name["portrait"]["options"]}
     assert list(options) == ["preset", "selfie", "prompt", "format"]
     assert options["preset"]["type"] == 3 and options["preset"]["autocomplete"] and options["preset"]["required"]
@@ -110,6 +112,12 @@ async def test_portrait_happy_path_with_the_tiny_model(settings: Settings, fake:
         assert [b["custom_id"] for b in buttons] == [f"lk:{a}:{result_id}" for a in ("reroll", "edit", "vary", "full")]
         assert [b["label"] for b in buttons] == ["🔄 Reroll", "✏️ Edit", "✨ Variations", "📥 Full size"]
         assert await _pending(client) == 0, "the delivery was acked"
+
+
+async def _private(fake: FakeDiscord, payload: dict[str, Any]) -> str:
+    await fake.dispatch("INTERACTION_CREATE", payload)
+    texts = await fake.wait_for(lambda: ephemeral_texts(fake, payload["token"]), timeout=5)
+    return str(texts[0])
 
 
 async def _linked(client: LikenessClient, message: dict[str, str]) -> str | None:
@@ -243,7 +251,12 @@ async def test_only_the_requester_may_change_a_result_unless_the_server_collabor
         assert "Only the person who asked" in ephemeral_texts(fake, press["token"])[0]
         assert fake.interactions[press["token"]]["responses"][0]["type"] == 4, "refused without a public answer"
 
-        await client.core.community.update("discord", str(GUILD_ID), collaborate=True)  # per server
+        member_only = slash(fake, "settings", [{"name": "collaborate", "type": 5, "value": True}], permissions="0")
+        answer = await _private(fake, member_only)
+        assert "Only members who may manage this server" in answer
+        admin = slash(fake, "settings", [{"name": "collaborate", "type": 5, "value": True}], user_id=OTHER)
+        assert "collaborate: True" in await _private(fake, admin)
+        assert (await client.core.community.get("discord", str(GUILD_ID))).collaborate, "per server"
         press = button(fake, int(result["id"]), buttons(result)["reroll"], user_id=OTHER)
         await fake.dispatch("INTERACTION_CREATE", press)
         await fake.wait_for(lambda: fake.interactions[press["token"]]["original"], timeout=5)

@@ -40,7 +40,7 @@ def user(user_id: int) -> dict[str, Any]:
     return {"id": str(user_id), "username": f"user{user_id}", "discriminator": "0", "global_name": None, "avatar": None}
 
 
-def member(user_id: int) -> dict[str, Any]:
+def member(user_id: int, permissions: str = PERMISSIONS_ALL) -> dict[str, Any]:
     return {
         "user": user(user_id),
         "roles": [],
@@ -48,7 +48,7 @@ def member(user_id: int) -> dict[str, Any]:
         "deaf": False,
         "mute": False,
         "flags": 0,
-        "permissions": PERMISSIONS_ALL,
+        "permissions": permissions,
     }
 
 
@@ -71,6 +71,7 @@ def interaction(
     channel_id: int = TEXT_CHANNEL_ID,
     message: dict[str, Any] | None = None,
     created_at: float | None = None,
+    permissions: str = PERMISSIONS_ALL,
 ) -> dict[str, Any]:
     """An INTERACTION_CREATE payload, registered with the fake so its callback and webhook routes work."""
     interaction_id = snowflake(created_at)
@@ -83,7 +84,7 @@ def interaction(
         "guild_id": str(GUILD_ID),
         "channel_id": str(channel_id),
         "channel": fake.channels[channel_id],
-        "member": member(user_id),
+        "member": member(user_id, permissions),
         "app_permissions": PERMISSIONS_ALL,
         "locale": "en-US",
         "guild_locale": "en-US",

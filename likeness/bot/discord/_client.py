@@ -137,6 +137,24 @@ class LikenessClient(discord.AutoShardedClient):
     async def stats(self, interaction: discord.Interaction) -> None:
         await self._simple(interaction, self.core.stats)
 
+    async def server_settings(self, interaction: discord.Interaction, changes: dict[str, bool]) -> None:
+        """/settings: show or change this server's community settings (members with Manage Server only)."""
+        permissions = interaction.permissions
+        if interaction.guild_id is None or not (permissions.manage_guild or permissions.administrator):
+            await answer(interaction, "⚠️ Only members who may manage this server can change its settings.")
+            return
+        try:
+            if changes:
+                current = await self.core.community.update(PLATFORM, str(interaction.guild_id), **changes)
+            else:
+                current = await self.core.community.get(PLATFORM, str(interaction.guild_id))
+        except Exception as exc:
+            await fail(self.core, interaction, exc)
+            return
+        lines = ["⚙️ Settings of this server:"]
+        lines += [f"• collaborate: {current.collaborate}", f"• allow_nsfw: {current.allow_nsfw}"]
+        await answer(interaction, "\n".join(lines))
+
     async def message_menu(self, interaction: discord.Interaction, message: discord.Message, *, edit: bool) -> None:
         """The "Reroll" / "Edit image" context menus: the same as the buttons under the message."""
         result_id = await self._result_of(interaction, message.channel.id, message.id)

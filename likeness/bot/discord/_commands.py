@@ -29,7 +29,7 @@ log = logging.getLogger("likeness.bot.discord")
 
 
 def add_commands(tree: app_commands.CommandTree[LikenessClient], client: LikenessClient) -> None:
-    """/portrait, /presets, /cancel, /forget, /stats and the "Reroll" / "Edit image" message menus."""
+    """/portrait, /presets, /cancel, /forget, /stats, /settings and the "Reroll" / "Edit image" message menus."""
     catalog = client.core.presets
 
     @tree.command(name="portrait", description="Turn a selfie into a portrait that still looks like you")
@@ -71,6 +71,19 @@ def add_commands(tree: app_commands.CommandTree[LikenessClient], client: Likenes
     @tree.command(name="stats", description="Queue and safety numbers (bot admins only)")
     async def stats(interaction: discord.Interaction) -> None:
         await client.stats(interaction)
+
+    @tree.command(name="settings", description="This server's Likeness settings (Manage Server)")
+    @app_commands.describe(
+        collaborate="Let everyone reroll and edit anyone's portraits",
+        allow_nsfw="Allow flagged images behind a spoiler in age-restricted channels (if the operator allows it)",
+    )
+    @app_commands.guild_only()
+    @app_commands.default_permissions(manage_guild=True)
+    async def settings(
+        interaction: discord.Interaction, collaborate: bool | None = None, allow_nsfw: bool | None = None
+    ) -> None:
+        changes = {k: v for k, v in {"collaborate": collaborate, "allow_nsfw": allow_nsfw}.items() if v is not None}
+        await client.server_settings(interaction, changes)
 
     async def reroll_menu(interaction: discord.Interaction, message: discord.Message) -> None:
         await client.message_menu(interaction, message, edit=False)
