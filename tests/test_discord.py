@@ -15,7 +15,8 @@ from PIL import Image
 
 from likeness.bot.discord import LikenessClient
 from likeness.config import Settings
-from tests.fakes.discord_api import GUILD_ID, TEXT_CHANNEL_ID, FakeDiscord
+from likeness.queue import Delivery, append_delivery
+from tests.fakes.discord_api import APP_ID, GUILD_ID, NSFW_CHANNEL_ID, TEXT_CHANNEL_ID, FakeDiscord
 from tests.helpers.discord import (
     ADMIN,
     OTHER,
@@ -352,3 +353,37 @@ async def test_thread_per_request_takes_edits_by_mention(
             lambda: [m for m in set(fake.messages) - before if "not available" in fake.messages[m]["content"]]
         )
         assert int(fake.message(answered[0])["channel_id"]) == thread_id
+
+
+async def test_origin_carries_the_interaction_and_the_channel_flag(settings: Settings, fake: FakeDiscord) -> None:
+    async with running_bot(settings, fake) as client, running_worker(settings):
+        payload, message = await request_portrait(fake, channel_id=NSFW_CHANNEL_ID)
+        result = await client.core.queue.get_result(buttons(message)["reroll"].split(":")[2])
+        origin = result.origin
+        assert origin.age_restricted, "an NSFW channel is age-restricted"
+        assert origin.extra["token"] == payload["token"] and origin.extra["app_id"] == str(APP_ID)
+        assert origin.extra["guild_id"] == str(GUILD_ID) and origin.chat_id == str(NSFW_CHANNEL_ID)
+        assert origin.user_id == str(USER)
+
+
+@pytest.mark.parametrize("channel_id", [NSFW_CHANNEL_ID, TEXT_CHANNEL_ID], ids=["age-restricted", "normal"])
+async def test_flagged_images_are_spoilered_or_withheld(
+    make_settings: Callable[..., Settings], redis_url: str, fake: FakeDiscord, channel_id: int
+) -> None:
+    settings = make_settings(redis_url=redis_url, discord_api_url=fake.api_url, allow_nsfw_age_restricted=True)
+    async with running_bot(settings, fake) as client, running_worker(settings):
+        await client.core.community.update("discord", str(GUILD_ID), allow_nsfw=True)
+        _, message = await request_portrait(fake, channel_id=channel_id)
+        record = await client.core.queue.get_result(buttons(message)["reroll"].split(":")[2])
+        # The same result as if the NSFW guard had flagged it, delivered late (a channel message).
+        flagged = record.model_copy(update={"metadata": {**record.metadata, "nsfw_scores": [0.99]}})
+        origin = record.origin.model_copy(update={"extra": {**record.origin.extra, "token_at": "0"}})
+        delivery = Delivery(job_id="flagged-job", kind="portrait", origin=origin, result=flagged)
+        await append_delivery(client.core.queue.redis, delivery, marker_ttl_s=60)
+        before = {m["id"] for m in fake.channel_messages(channel_id)}
+        posted = await fake.wait_for(lambda: [m for m in fake.channel_messages(channel_id) if m["id"] not in before])
+    if channel_id == NSFW_CHANNEL_ID:
+        assert posted[0]["attachments"][0]["filename"].startswith("SPOILER_")
+        assert "spoiler" in posted[0]["content"]
+    else:
+        assert not posted[0]["attachments"] and "won't post it here" in posted[0]["content"]
