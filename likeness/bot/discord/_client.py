@@ -34,7 +34,7 @@ from likeness.bot.discord._common import (
     is_nsfw,
     read_attachment,
 )
-from likeness.bot.discord._delivery import DeliverySender, _files
+from likeness.bot.discord._delivery import DeliverySender, result_files
 from likeness.bot.discord._progress import ProgressTracker
 from likeness.bot.discord._views import EditModal, ResultButton, modal_instruction
 from likeness.config import Settings
@@ -213,7 +213,7 @@ class LikenessClient(discord.AutoShardedClient):
             if not rendered.images:
                 await interaction.followup.send(clip(rendered.text), ephemeral=True)
                 return
-            await interaction.followup.send("📥 Full size:", files=_files(rendered), ephemeral=True)
+            await interaction.followup.send("📥 Full size:", files=result_files(rendered), ephemeral=True)
         except Exception as exc:
             await fail(self.core, interaction, exc)
 

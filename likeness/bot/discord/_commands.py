@@ -115,7 +115,11 @@ async def sync_commands(client: LikenessClient, *, force: bool = False) -> bool:
         if stored is not None and (stored.decode() if isinstance(stored, bytes) else stored) == digest:
             log.info("slash commands unchanged; not syncing")
             return False
-    await client.tree.sync()
+    try:
+        await client.tree.sync()
+    except discord.HTTPException as exc:  # e.g. the daily create limit: the commands Discord has keep working
+        log.error("slash commands not synced: Discord answered %s %s", exc.status, exc.text)
+        return False
     log.info("slash commands synced (%d commands)", len(payload))
     try:
         await redis.set(key, digest)

@@ -26,7 +26,7 @@ from likeness.bot.discord._views import result_view
 from likeness.errors import LikenessError, UserError
 from likeness.queue import Delivery, DeliveryConsumer, Origin
 
-__all__ = ["DeliverySender", "edit_original_response"]
+__all__ = ["DeliverySender", "edit_original_response", "result_files"]
 
 log = logging.getLogger("likeness.bot.discord")
 
@@ -160,17 +160,22 @@ class DeliverySender:
                     int(origin.extra[EXTRA_APP]),
                     origin.extra[EXTRA_TOKEN],
                     content=clip(rendered.text),
-                    files=_files(rendered),
+                    files=result_files(rendered),
                     view=result_view(rendered.buttons),
                 )
-            except (discord.NotFound, discord.Forbidden) as exc:  # response deleted, token refused
-                log.info("interaction response gone (%s); replying in the channel instead", exc.status)
+            except discord.HTTPException as exc:
+                if exc.status >= 500:
+                    raise
+                # Response deleted (404), token refused (401: expired early, 403): reply in the channel.
+                log.info("interaction response unusable (%s); replying in the channel instead", exc.status)
         channel = self._client.get_partial_messageable(int(origin.chat_id))
         try:
             if origin.progress_message_id and EXTRA_TOKEN not in origin.extra:
                 try:  # our own progress reply: it becomes the result
                     return await channel.get_partial_message(int(origin.progress_message_id)).edit(
-                        content=clip(rendered.text), attachments=_files(rendered), view=result_view(rendered.buttons)
+                        content=clip(rendered.text),
+                        attachments=result_files(rendered),
+                        view=result_view(rendered.buttons),
                     )
                 except discord.NotFound:
                     pass
@@ -181,7 +186,7 @@ class DeliverySender:
                 )
             return await channel.send(
                 clip(rendered.text),
-                files=_files(rendered),
+                files=result_files(rendered),
                 view=result_view(rendered.buttons),  # type: ignore[arg-type]
                 reference=reference,  # type: ignore[arg-type]
                 allowed_mentions=discord.AllowedMentions.none(),
@@ -196,7 +201,7 @@ class DeliverySender:
             dm = await self._client.create_dm(discord.Object(int(origin.user_id)))
             return await dm.send(
                 clip(f"{note}\n{rendered.text}"),
-                files=_files(rendered),
+                files=result_files(rendered),
                 view=result_view(rendered.buttons),  # type: ignore[arg-type]
             )
         except (discord.Forbidden, discord.NotFound) as exc:
@@ -210,7 +215,7 @@ class DeliverySender:
             log.warning("could not tell user %s about a failed delivery: %s", origin.user_id, exc)
 
 
-def _files(rendered: ResultMessage) -> list[discord.File]:
+def result_files(rendered: ResultMessage) -> list[discord.File]:
     """Fresh File objects (discord.py consumes them); spoilered when the safety decision says so."""
     stamp = int(time.time())
     return [
