@@ -389,3 +389,31 @@ async def test_flagged_images_are_spoilered_or_withheld(
         assert "spoiler" in posted[0]["content"]
     else:
         assert not posted[0]["attachments"] and "won't post it here" in posted[0]["content"]
+
+
+async def test_a_delivery_that_failed_for_now_is_sent_after_a_restart(settings: Settings, fake: FakeDiscord) -> None:
+    async with running_worker(settings):
+        async with running_bot(settings, fake) as client:
+            _, message = await request_portrait(fake)
+            record = await client.core.queue.get_result(buttons(message)["reroll"].split(":")[2])
+            late = record.origin.model_copy(update={"extra": {**record.origin.extra, "token_at": "0"}})
+            fake.failing_posts.append(503)  # Discord has a bad moment
+            await append_delivery(
+                client.core.queue.redis,
+                Delivery(job_id="late-job", kind="portrait", origin=late, result=record),
+                marker_ttl_s=60,
+            )
+            await fake.wait_for(lambda: not fake.failing_posts, timeout=10)
+            await asyncio.sleep(0.3)
+            assert await _pending(client) == 1, "not acked: it will be sent again"
+        before = {m["id"] for m in fake.channel_messages(TEXT_CHANNEL_ID)}
+        async with running_bot(settings, fake) as client:  # same consumer name: its own backlog comes first
+            posted = await fake.wait_for(
+                lambda: [m for m in fake.channel_messages(TEXT_CHANNEL_ID) if m["id"] not in before], timeout=10
+            )
+            assert posted[0]["attachments"]
+            for _ in range(50):
+                if await _pending(client) == 0:
+                    break
+                await asyncio.sleep(0.05)
+            assert await _pending(client) == 0

@@ -99,6 +99,7 @@ class FakeDiscord:
         }
         self.interactions: dict[str, dict[str, Any]] = {}  # token -> {id, channel_id, original, ephemeral, ...}
         self.forbidden_channels: set[int] = set()
+        self.failing_posts: list[int] = []  # statuses for the next channel posts (e.g. 503: Discord is down)
         self.threads: list[dict[str, Any]] = []
         self.expired_tokens: set[str] = set()
         self.cdn: dict[str, tuple[bytes, str]] = {}
@@ -428,6 +429,8 @@ class FakeDiscord:
             if channel_id in self.forbidden_channels and method in ("POST", "PATCH"):
                 return _json(_PERMISSION_ERROR, status=403)
             if len(parts) == 3 and method == "POST":
+                if self.failing_posts:
+                    return _json({"message": "Service Unavailable", "code": 0}, status=self.failing_posts.pop(0))
                 return _json(self._new_message(channel_id, body or {}, files, author=BOT_USER))
             message_id = int(parts[3])
             if message_id not in self.messages:
