@@ -179,6 +179,7 @@ async def test_presets_cancel_forget_and_stats(settings: Settings, fake: FakeDis
         await fake.dispatch("INTERACTION_CREATE", cancel)
         await fake.wait_for(lambda: ephemeral_texts(fake, cancel["token"]), timeout=5)
         assert "Cancelled 1" in ephemeral_texts(fake, cancel["token"])[0]
+        await wait_text(fake, fake.interactions[long_job["token"]]["original"], "Cancelled", timeout=5)
 
         forget = slash(fake, "forget")
         await fake.dispatch("INTERACTION_CREATE", forget)

@@ -192,6 +192,9 @@ class BotCore:
                 yield progress_text(0, 1)
             elif event.stage == "step":
                 yield progress_text(event.step, event.total)
+            elif event.stage == "cancelled":  # no delivery follows a cancelled job: say so where progress was
+                yield "🛑 Cancelled."
+                return
             elif event.final:
                 return
 
