@@ -84,7 +84,8 @@ class EditModal(discord.ui.Modal):
     )
 
     def __init__(self, result_id: str) -> None:
-        super().__init__(title="✏️ Edit this portrait", custom_id=f"{EDIT_MODAL_PREFIX}{result_id}", timeout=None)
+        # A timeout only frees discord.py's copy of a dismissed dialog: the submit is answered by custom id.
+        super().__init__(title="✏️ Edit this portrait", custom_id=f"{EDIT_MODAL_PREFIX}{result_id}", timeout=900)
 
 
 def modal_instruction(data: dict[str, Any]) -> tuple[str, str] | None:
