@@ -62,3 +62,13 @@ async def test_sync_flag_uploads_unchanged_commands_and_the_token_stays_secret(r
         assert "slash commands synced" in output
         assert TOKEN not in output, "the token must never reach the logs"
         assert fake.identifies[0]["token"] == TOKEN
+
+
+def test_the_discord_bot_never_imports_torch() -> None:
+    code = (
+        "import sys, likeness.bot.discord, likeness.commands.discord\n"
+        "print(','.join(m for m in sys.modules if m.split('.')[0] in ('torch', 'diffusers', 'transformers')"
+        " or m.startswith('likeness.generation')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == ""
