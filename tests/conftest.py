@@ -69,3 +69,14 @@ def pytest_configure(config: pytest.Config) -> None:
     except ImportError:
         return
     torch.set_num_threads(1)  # same seed -> same bytes needs the same thread count (FIELD-NOTES)
+
+
+@pytest.fixture(scope="session")
+def tiny_engine(shared_data_dir: Path) -> Iterator[Any]:
+    """One real tiny engine for the frontends' end-to-end tests (built offline once per run)."""
+    from likeness.generation import Engine
+
+    settings = Settings(_env_file=None, model="tiny", device="cpu", dtype="float32", data_dir=shared_data_dir)  # type: ignore[call-arg]
+    engine = Engine.load(settings)
+    yield engine
+    engine.close()

@@ -317,7 +317,8 @@ def test_tiny_weights_are_cached_on_disk_and_reloaded(
     root = _tiny.tiny_root(shared_data_dir, "sdxl")
     assert (root / "checkpoint" / "model_index.json").is_file()
     assert (root / "ip-adapter" / "models" / _tiny.ADAPTER_FILE).is_file()
-    assert (_tiny.tiny_lora_dir(root, "likeness-tiny/ghibli-style") / _tiny.LORA_FILE).is_file()
+    ghibli_lora = engine.presets.get("ghibli").loras[0].source
+    assert (_tiny.tiny_lora_dir(root, ghibli_lora) / _tiny.LORA_FILE).is_file()
 
     def no_rebuild(*args: object) -> None:
         raise AssertionError("the tiny model was rebuilt instead of loaded from disk")

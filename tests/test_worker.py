@@ -69,8 +69,13 @@ async def test_variations_make_count_new_images(settings):
         (first,) = await next_deliveries(settings, 1)
         await queue.submit_variations(origin(), first.result.result_id, count=3)
         (var,) = await next_deliveries(settings, 1)
+        await queue.submit_reroll(origin(), var.result.result_id)
+        (again,) = await next_deliveries(settings, 1)
     assert var.kind == "variations" and len(var.result.image_blob_ids) == 3
     assert var.result.parent_id == first.result.result_id
+    assert var.result.request.mode == "variation"
+    assert var.result.request.source_blob_id == first.result.image_blob_ids[0]
+    assert again.ok and again.result.request.mode == "variation" and len(again.result.image_blob_ids) == 3
 
 
 async def test_user_error_is_delivered_at_once_without_retry(settings):

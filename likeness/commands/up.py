@@ -70,10 +70,8 @@ async def _up(settings: Settings, *, playground: bool) -> int:
 
 
 async def _serve(settings: Settings, *, playground: bool, private_redis: bool) -> int:
-    from arq.worker import Worker
-
     from likeness.generation import Engine
-    from likeness.queue._worker import worker_settings
+    from likeness.queue._worker import LikenessWorker, worker_settings
 
     print(f"Loading model “{settings.model}”…", flush=True)
     loop = asyncio.get_running_loop()
@@ -92,7 +90,7 @@ async def _serve(settings: Settings, *, playground: bool, private_redis: bool) -
     from likeness.bot import BotCore
     from likeness.queue import QueueClient
 
-    worker = Worker(**worker_settings(settings, engine_factory=lambda _settings: engine), handle_signals=False)
+    worker = LikenessWorker(**worker_settings(settings, engine_factory=lambda _settings: engine), handle_signals=False)
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)

@@ -18,7 +18,8 @@ Workers run `likeness worker` (`likeness.queue._worker`, the only module here th
 Redis key names: `likeness/queue/_keys.py`. Redis failures reach bots as `QueueUnavailable`.
 """
 
-from likeness.queue._client import FAIR_OFFSET_MS, QueueClient
+from likeness.queue._admission import FAIR_OFFSET_MS
+from likeness.queue._client import QueueClient
 from likeness.queue._delivery import DeliveryConsumer, append_delivery
 from likeness.queue._models import (
     Delivery,

@@ -3,21 +3,13 @@
 Torch-free. Every Redis/arq failure is translated once, here, into `QueueUnavailable`; the connection
 pool reconnects by itself, so the client works again as soon as Redis is back.
 
-Fair ordering (no dispatcher process): arq runs the queued job with the lowest score first. Each user has
-a virtual clock `likeness:fair:<user>`; a new job gets the score `max(now, clock)` and moves the clock by
-the average job duration. A user with 10 queued jobs therefore has scores now, now+d, ..., now+9d, and
-another user's job submitted at `now + ε` is ordered after the first of them only: it waits for at most
-the jobs already taken by workers (at most `max_batch` per worker, i.e. one engine call each) plus about
-one job of each other busy user. Scores are shifted `FAIR_OFFSET_MS` into the past so arq never treats
-them as deferred (no idle worker waits for a score to come due); a user's clock runs at most half of that
-ahead of now. A retried job (`arq.Retry`) is re-scored by arq to now + backoff, i.e. behind the queue.
+Limits and fair ordering: `_admission.py`.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
-import math
 import secrets
 import time
 import uuid
@@ -27,9 +19,6 @@ from types import TracebackType
 from typing import ParamSpec, TypeVar
 
 from arq.connections import ArqRedis
-from limits import parse as parse_rate
-from limits.aio.storage import RedisStorage
-from limits.aio.strategies import MovingWindowRateLimiter
 from redis.asyncio import ConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
@@ -41,15 +30,13 @@ from likeness.config import Settings
 from likeness.errors import (
     BadInstruction,
     PromptTooLong,
-    QueueFull,
     QueueUnavailable,
-    RateLimited,
     ResultExpired,
-    TooManyActiveJobs,
 )
 from likeness.images import sniff_image
 from likeness.presets import PresetCatalog, get_format
 from likeness.queue import _keys
+from likeness.queue._admission import Admission
 from likeness.queue._blobs import BlobStore
 from likeness.queue._models import (
     MAX_COUNT,
@@ -65,22 +52,11 @@ from likeness.queue._models import (
 )
 from likeness.queue._progress import publish_progress
 
-__all__ = ["FAIR_OFFSET_MS", "QueueClient"]
+__all__ = ["QueueClient"]
 
-FAIR_OFFSET_MS = 3600 * 1000
-DEFAULT_JOB_S = 20.0
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
 _REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
-
-# KEYS: the user's fair clock. ARGV: now ms, job duration ms, offset ms (also the TTL). Returns the start tag.
-_FAIR_TAG = """
-local now = tonumber(ARGV[1])
-local clock = math.min(tonumber(redis.call('get', KEYS[1]) or '0'), now + math.floor(tonumber(ARGV[3]) / 2))
-local start = math.max(now, clock)
-redis.call('set', KEYS[1], start + tonumber(ARGV[2]), 'PX', ARGV[3])
-return start
-"""
 
 # KEYS: arq queue, arq in-progress key, arq job key. ARGV: job id. Removes a job that has not started.
 _REMOVE_QUEUED = """
@@ -128,15 +104,7 @@ class QueueClient:
             result_ttl_s=settings.result_ttl_s,
             max_bytes=settings.max_upload_bytes,
         )
-        self._rate = parse_rate(settings.rate_limit)
-        self._limiter = MovingWindowRateLimiter(
-            RedisStorage(
-                "async+" + settings.redis_dsn,
-                implementation="redispy",
-                key_prefix=_keys.LIMITS_PREFIX,
-                connection_pool=self._pool,  # type: ignore[arg-type]  # shared: one pool, one retry policy
-            )
-        )
+        self.admission = Admission(settings, self.redis, self._pool)
 
     async def __aenter__(self) -> QueueClient:
         return self
@@ -153,7 +121,7 @@ class QueueClient:
 
     def is_admin(self, user_id: str) -> bool:
         """Admins (settings.admins) bypass the per-user and global limits."""
-        return str(user_id) in self.settings.admins
+        return self.admission.is_admin(user_id)
 
     # --- submitting --------------------------------------------------------------------------------
 
@@ -171,7 +139,7 @@ class QueueClient:
         job_id = self._job_id(origin, idempotency_key)
         if (dup := await self._duplicate(job_id)) is not None:
             return dup
-        await self._check_limits(origin.user_id)
+        await self.admission.check(origin.user_id)
         selfie_id = await self.blobs.put(selfie, kind="selfie", owner=origin.user_id)
         payload = JobPayload(
             job_id=job_id,
@@ -194,13 +162,28 @@ class QueueClient:
 
     @_translated
     async def submit_variations(
-        self, origin: Origin, parent_result_id: str, *, count: int = MAX_COUNT, idempotency_key: str | None = None
+        self,
+        origin: Origin,
+        parent_result_id: str,
+        *,
+        count: int = MAX_COUNT,
+        image_index: int = 0,
+        idempotency_key: str | None = None,
     ) -> Ticket:
-        """`count` (1–4) new images from the request that made `parent_result_id`, one new seed each."""
+        """`count` (1–4) variations of image `image_index` of a result, one new seed each.
+
+        Until the engine has `variation()`, the worker makes them by re-running the portrait request
+        that made the parent with new seeds; the job records the varied image for when it does.
+        """
         if not 1 <= count <= MAX_COUNT:
             raise ValueError(f"count must be 1..{MAX_COUNT}")
         parent = await self.get_result(parent_result_id)
-        return await self._repeat(origin, parent, "variations", count, idempotency_key)
+        if not 0 <= image_index < len(parent.image_blob_ids):
+            raise ValueError(f"result {parent_result_id} has {len(parent.image_blob_ids)} images")
+        if parent.request.mode == "edit":  # a variation of an edit: the edit again, with new seeds
+            return await self._repeat(origin, parent, "variations", count, idempotency_key)
+        source = {"mode": "variation", "source_blob_id": parent.image_blob_ids[image_index]}
+        return await self._repeat(origin, parent, "variations", count, idempotency_key, source)
 
     @_translated
     async def submit_edit(
@@ -227,7 +210,7 @@ class QueueClient:
         job_id = self._job_id(origin, idempotency_key)
         if (dup := await self._duplicate(job_id)) is not None:
             return dup
-        await self._check_limits(origin.user_id)
+        await self.admission.check(origin.user_id)
         mask_id = None if mask is None else await self.blobs.put(mask, kind="mask", owner=origin.user_id)
         payload = JobPayload(
             job_id=job_id,
@@ -370,7 +353,7 @@ class QueueClient:
             running=running,
             jobs_today=jobs_today,
             failures_today=failures,
-            avg_job_s=await self._avg_job_s(),
+            avg_job_s=await self.admission.avg_job_s(),
             deliveries_pending=pending,
         )
 
@@ -384,13 +367,19 @@ class QueueClient:
         return params.model_copy(update={"preset": preset.spec, "format": fmt, "prompt": params.prompt.strip()})
 
     async def _repeat(
-        self, origin: Origin, parent: ResultRecord, kind: JobKind, count: int, idempotency_key: str | None
+        self,
+        origin: Origin,
+        parent: ResultRecord,
+        kind: JobKind,
+        count: int,
+        idempotency_key: str | None,
+        overrides: dict[str, str] | None = None,
     ) -> Ticket:
         job_id = self._job_id(origin, idempotency_key)
         if (dup := await self._duplicate(job_id)) is not None:
             return dup
-        await self._check_limits(origin.user_id)
-        request = parent.request
+        await self.admission.check(origin.user_id)
+        request = parent.request.model_copy(update=overrides or {})
         for blob_id in (request.selfie_blob_id, request.source_blob_id):
             if blob_id is not None and not await self.redis.exists(_keys.blob(blob_id)):
                 raise ResultExpired()
@@ -421,45 +410,25 @@ class QueueClient:
         return Ticket(
             job_id=job_id,
             position=position or 0,
-            eta_s=round(await self._avg_job_s() * (position or 0), 1),
+            eta_s=round(await self.admission.avg_job_s() * (position or 0), 1),
             duplicate=True,
         )
 
-    async def _check_limits(self, user_id: str) -> None:
-        if self.is_admin(user_id):
-            return
-        now_ms = int(time.time() * 1000)
-        active_key = _keys.active(user_id)
-        await self.redis.zremrangebyscore(active_key, "-inf", now_ms)
-        active = await self.redis.zcard(active_key)
-        if active >= self.settings.max_active_jobs_per_user:
-            raise TooManyActiveJobs(active=active, limit=self.settings.max_active_jobs_per_user)
-        if not await self._limiter.hit(self._rate, "user", user_id):
-            window = await self._limiter.get_window_stats(self._rate, "user", user_id)
-            raise RateLimited(retry_after=max(1, math.ceil(window.reset_time - time.time())))
-        depth = await self.redis.zcard(_keys.ARQ_QUEUE)
-        if depth >= self.settings.queue_cap:
-            raise QueueFull(retry_after=max(5, math.ceil(await self._avg_job_s() * 2)))
-
     async def _enqueue(self, payload: JobPayload) -> Ticket:
         user = payload.user_id
-        avg_s = await self._avg_job_s()
-        now_ms = int(time.time() * 1000)
+        avg_s = await self.admission.avg_job_s()
+        score_ms = await self.admission.fair_score_ms(user, avg_s)
         job_ttl = self.settings.result_ttl_s
-        tag = await self.redis.eval(
-            _FAIR_TAG, 1, _keys.fair(user), str(now_ms), str(int(avg_s * 1000)), str(FAIR_OFFSET_MS)
-        )  # type: ignore[misc]
         if not await self.redis.set(_keys.job(payload.job_id), payload.model_dump_json(), nx=True, ex=job_ttl):
             return await self._duplicate(payload.job_id) or Ticket(job_id=payload.job_id, position=0, eta_s=0.0)
-        expiry = now_ms + self._active_bound_ms()
+        expiry = int(time.time() * 1000) + self.admission.active_bound_ms()
         async with self.redis.pipeline(transaction=True) as pipe:
             self.blobs.own(pipe, user, _keys.job(payload.job_id))
             pipe.zadd(_keys.active(user), {payload.job_id: expiry})
-            pipe.pexpire(_keys.active(user), self._active_bound_ms())
+            pipe.pexpire(_keys.active(user), self.admission.active_bound_ms())
             pipe.incr(_keys.stats_jobs(_keys.today()))
             pipe.expire(_keys.stats_jobs(_keys.today()), 2 * _keys.DAY_S)
             await pipe.execute()
-        score_ms = int(tag) - FAIR_OFFSET_MS
         await self.redis.enqueue_job(
             _keys.ARQ_FUNCTION,
             payload.job_id,
@@ -475,14 +444,6 @@ class QueueClient:
             self.redis, ProgressEvent(job_id=payload.job_id, stage="queued", position=position, eta_s=eta)
         )
         return Ticket(job_id=payload.job_id, position=position, eta_s=eta)
-
-    def _active_bound_ms(self) -> int:
-        """How long an unfinished job may count against its user: every try timing out, plus queueing."""
-        return (self.settings.job_timeout_s + 15) * 3 * 1000 + 3600 * 1000
-
-    async def _avg_job_s(self) -> float:
-        values = [float(v) for v in await self.redis.lrange(_keys.DURATIONS, 0, -1)]  # type: ignore[misc]
-        return sum(values) / len(values) if values else DEFAULT_JOB_S
 
     async def _existing(self, keys: list[str]) -> list[str]:
         if not keys:

@@ -82,19 +82,22 @@ class EditParams(_Model):
 class JobPayload(_Model):
     """One job as stored in Redis and handed to the worker.
 
-    `mode` is what the engine runs (a portrait from a selfie, or an edit of `source_blob_id`); `kind`
-    is what the user asked for (a reroll or variations repeat the parent's request with new seeds).
+    `mode` is what the engine runs: a portrait from a selfie, an edit of `source_blob_id`, or a variation
+    of `source_blob_id` (with the portrait params that made it). `kind` is what the user asked for; a
+    reroll repeats the parent's request (its mode included) with new seeds.
     Seeds are fixed at submit time, so a job re-run after a crash makes the same images.
     """
 
     job_id: str = Field(min_length=1, max_length=128)
     kind: JobKind
-    mode: Literal["portrait", "edit"]
+    mode: Literal["portrait", "edit", "variation"]
     origin: Origin
     portrait: PortraitParams | None = None
     edit: EditParams | None = None
     selfie_blob_id: str | None = Field(default=None, max_length=128)
-    source_blob_id: str | None = Field(default=None, max_length=128, description="Edits: the image being edited")
+    source_blob_id: str | None = Field(
+        default=None, max_length=128, description="Edits and variations: the image being edited or varied"
+    )
     parent_result_id: str | None = Field(default=None, max_length=128)
     seeds: tuple[int, ...] = Field(min_length=1, max_length=MAX_COUNT)
     submitted_at: float = Field(default_factory=time.time)

@@ -213,6 +213,7 @@ class JobRunner:
         if payload.mode == "edit":
             # The edits issue adds engine.edit(); until then say so clearly instead of failing obscurely.
             raise NotAvailableYet(what="Edits")
+        # mode "variation" runs as a portrait with new seeds until the engine has `variation()`.
         assert payload.portrait is not None and payload.selfie_blob_id is not None
         params = payload.portrait
         # Decoding and encoding big images take 100+ ms: off the loop, so batching and heartbeats keep time.
