@@ -25,7 +25,7 @@ def test_tiny_classifier_loads_through_from_pretrained_and_scores_probabilities(
     settings = make_settings()
     guard = load_nsfw_guard(settings)
     assert isinstance(guard, TransformersNsfwGuard) and isinstance(guard, NsfwGuard)
-    assert Path(guard.name) == settings.data_dir / "models" / "tiny-nsfw-classifier"
+    assert Path(guard.name) == settings.data_dir / "models" / "tiny-nsfw-classifier-v2"
     assert guard.labels == {0: "normal", 1: "nsfw"}
     images = [Image.new("RGB", (64, 64), (255, 0, 0)), Image.new("L", (80, 48), 30), Image.new("RGB", (33, 90))]
     scores = guard.score(images)

@@ -206,3 +206,18 @@ async def test_redis_down_is_temporarily_unavailable(make_settings: Callable[...
         response = await http.post("/api/portrait", data=_selfie_form())
         assert response.status == 503
         assert "temporarily unavailable" in (await response.json())["message"]
+
+
+async def test_images_flagged_by_the_safety_check_are_withheld(
+    make_settings: Callable[..., Settings], redis_url: str, tiny_engine: Any
+) -> None:
+    settings = make_settings(redis_url=redis_url, nsfw_threshold=0.0)  # every image counts as flagged
+    async with running_stack(settings, tiny_engine) as core:
+        deliveries = asyncio.create_task(consume_deliveries(core, "test"))
+        async with TestClient(TestServer(build_app(core))) as http:
+            result = await _generate(http)
+            assert result["images"] == []
+            assert any("safety check" in notice for notice in result["notices"])
+            assert (await http.get(f"/api/results/{result['result_id']}/images/0")).status == 404
+        deliveries.cancel()
+        await asyncio.gather(deliveries, return_exceptions=True)

@@ -135,3 +135,19 @@ def test_tiny_images_do_not_crash_detection() -> None:
     assert mark(small).size == small.size
     assert detect_watermark(mark(small)) is False  # below one tile: documented as undetectable
     assert detect_watermark(Image.new("RGB", (256, 256), (128, 128, 128))) is False  # flat image
+
+
+def test_marking_an_edit_keeps_the_untouched_pixels_of_its_marked_source() -> None:
+    from likeness.generation._provenance import detect_watermark, mark
+
+    rng = np.random.default_rng(3)
+    source = mark(Image.fromarray(rng.integers(0, 255, (256, 256, 3), dtype=np.uint8), "RGB"))
+    edited = source.copy()
+    edited.paste(Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8), "RGB"), (96, 96))
+    out = np.asarray(mark(edited, marked_source=source), dtype=np.int16)
+    src = np.asarray(source, dtype=np.int16)
+    outside = np.ones(src.shape[:2], bool)
+    outside[96:160, 96:160] = False
+    assert (out[outside] == src[outside]).all()
+    assert (out[96:160, 96:160] != np.asarray(edited, dtype=np.int16)[96:160, 96:160]).any()
+    assert detect_watermark(Image.fromarray(out.astype(np.uint8)))

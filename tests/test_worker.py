@@ -112,16 +112,6 @@ async def test_persistent_failure_is_delivered_as_error_after_max_tries(settings
     assert engine.calls == 2
 
 
-async def test_edits_answer_clearly_until_the_engine_has_them(settings):
-    async with QueueClient(settings) as queue, running_worker(settings):
-        await queue.submit_portrait(origin(), selfie(), PortraitParams(preset="ghibli"))
-        (first,) = await next_deliveries(settings, 1)
-        await queue.submit_edit(origin(), first.result.result_id, "make the hair blue", mask=selfie("white"))
-        (edit,) = await next_deliveries(settings, 1)
-    assert edit.kind == "edit" and edit.error_code == "not_available"
-    assert edit.user_message == "Edits are not available yet."
-
-
 async def test_concurrent_compatible_jobs_share_one_engine_call(settings):
     async with QueueClient(settings) as queue:
         for i in range(3):
@@ -151,7 +141,13 @@ async def test_out_of_memory_splits_the_batch(settings):
         async with running_worker(settings) as engine:
             deliveries = await next_deliveries(settings, 4)
     assert all(d.ok for d in deliveries)
-    assert [len(b) for b in engine.batches] == [4, 2, 1, 1, 2, 1, 1]
+    sizes = [len(b) for b in engine.batches]
+    assert max(sizes) > 1, "the jobs were batched"
+    # The fake engine runs out of memory for any batch > 1: each batch was halved until every job ran alone.
+    assert sizes.count(1) == 4
+    for size in (n for n in sizes if n > 1):
+        later = sizes[sizes.index(size) + 1 :]
+        assert (size + 1) // 2 in later and size // 2 in later
 
 
 async def test_one_bad_selfie_fails_only_its_own_job_in_a_batch(settings):

@@ -34,7 +34,7 @@ from likeness.bot._texts import (
 from likeness.config import Settings
 from likeness.errors import LikenessError, PromptTooLong, UserError
 from likeness.presets import get_format
-from likeness.queue import Delivery, Origin, PortraitParams, QueueClient, Ticket
+from likeness.queue import Delivery, Origin, PortraitParams, QueueClient, ResultRecord, Ticket
 from likeness.queue._abuse import AbuseLog
 from likeness.queue._community import ChatSettings, CommunitySettings
 
@@ -209,13 +209,10 @@ class BotCore:
             caption(meta, seed, score)  # type: ignore[arg-type]
             for seed, score in zip(result.seeds, scores, strict=False)
         )
-        flagged = meta.get("nsfw_scores") or []
-        place = await self._place(delivery.origin)
-        decision = decide(max(flagged, default=0.0), place, self.settings)  # type: ignore[type-var]
-        warning = notice(decision, place, self.settings)
+        decision, warning = await self.screening(result, delivery.origin)
         if decision is Decision.WITHHOLD:
             return ResultMessage(text=warning or "", result_id=result.result_id)
-        images = tuple([await self.queue.get_image(blob) for blob in result.image_blob_ids])
+        images = await self.images(result, delivery.origin)
         notices = tuple(str(n) for n in meta.get("notices", []))  # type: ignore[union-attr]
         if warning:
             notices += (warning,)
@@ -229,6 +226,23 @@ class BotCore:
             spoiler=decision is Decision.SPOILER,
             notices=notices,
         )
+
+    async def screening(self, result: ResultRecord, origin: Origin) -> tuple[Decision, str | None]:
+        """The output guard's verdict for showing `result` at `origin`, with the text for the user."""
+        scores = result.metadata.get("nsfw_scores") or []
+        place = await self._place(origin)
+        decision = decide(max(scores, default=0.0), place, self.settings)  # type: ignore[type-var]
+        return decision, notice(decision, place, self.settings)
+
+    async def images(self, result: ResultRecord, origin: Origin) -> tuple[bytes, ...]:
+        """The result's image files as they may be shown at `origin`: none when the guard withholds them.
+
+        Every path that hands out images (delivery, full size, downloads) goes through here.
+        """
+        decision, _ = await self.screening(result, origin)
+        if decision is Decision.WITHHOLD:
+            return ()
+        return tuple([await self.queue.get_image(blob) for blob in result.image_blob_ids])
 
     def error_message(self, exc: BaseException) -> str:
         """The one error sink: user errors say what to fix; anything else is logged with a reference."""

@@ -49,7 +49,7 @@ NUDENET_EXPOSED = frozenset(
         "ANUS_EXPOSED",
     }
 )
-_TINY_DIR = Path("models") / "tiny-nsfw-classifier"
+_TINY_DIR = Path("models") / "tiny-nsfw-classifier-v2"
 
 
 @runtime_checkable
@@ -163,6 +163,10 @@ def build_tiny_nsfw_classifier(data_dir: Path) -> Path:
     torch.manual_seed(0)
     try:
         model = ViTForImageClassification(config)
+        # Random weights, but a calm verdict: "normal" dominates, so the tiny playground shows its images.
+        # Tests that need flagged images lower `nsfw_threshold` or pass a guard they control.
+        with torch.no_grad():
+            model.classifier.bias.copy_(torch.tensor([4.0, -4.0]))
     finally:
         torch.random.set_rng_state(generator_state)
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -83,13 +83,22 @@ def _pattern(key: str) -> tuple[np.ndarray, np.ndarray]:
     return tile, band
 
 
-def mark(image: Image.Image, *, key: str = _DEFAULT_KEY) -> Image.Image:
-    """Return an RGB copy of `image` carrying the invisible watermark (see module docstring)."""
+def mark(image: Image.Image, *, key: str = _DEFAULT_KEY, marked_source: Image.Image | None = None) -> Image.Image:
+    """Return an RGB copy of `image` carrying the invisible watermark (see module docstring).
+
+    `marked_source`: an already marked image that `image` was edited from. Pixels identical to it keep
+    their mark as they are (an edit leaves the unmasked pixels byte-identical); only changed pixels get the
+    pattern, which is tied to pixel positions, so the whole result carries it exactly once.
+    """
     tile, _band = _pattern(key)
     pixels = np.asarray(image.convert("RGB"), dtype=np.float64)
     height, width = pixels.shape[:2]
     pattern = np.tile(tile, (height // _TILE + 1, width // _TILE + 1))[:height, :width]
     marked = np.clip(np.rint(pixels + _STRENGTH * pattern[..., None]), 0, 255).astype(np.uint8)
+    if marked_source is not None and marked_source.size == image.size:
+        source = np.asarray(marked_source.convert("RGB"), dtype=np.uint8)
+        unchanged = (pixels.astype(np.uint8) == source).all(axis=-1)
+        marked[unchanged] = source[unchanged]
     return Image.fromarray(marked, "RGB")
 
 
@@ -159,15 +168,16 @@ def encode_with_provenance(
     version: str = likeness.__version__,
     extra: dict[str, Any] | None = None,
     watermark: bool = False,
+    marked_source: Image.Image | None = None,
     quality: int = 92,
 ) -> bytes:
     """Encode `image` as `fmt` (png/jpeg/webp) with the AI-generated XMP marker and nothing from any input.
 
     `extra` adds `likeness:<key>` fields (e.g. preset, model); never put user ids or prompts there.
-    `watermark=True` applies `mark` first and records the scheme in the XMP.
+    `watermark=True` applies `mark` first (`marked_source`: see `mark`) and records the scheme in the XMP.
     """
     if watermark:
-        image = mark(image)
+        image = mark(image, marked_source=marked_source)
     packet = _xmp_packet(generator, version, dict(extra or {}), watermark)
     return encode_image(image, fmt, quality=quality, xmp=packet)
 

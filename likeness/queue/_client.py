@@ -28,12 +28,12 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from likeness.config import Settings
 from likeness.errors import (
-    BadInstruction,
     PromptTooLong,
     QueueUnavailable,
     ResultExpired,
 )
 from likeness.images import sniff_image
+from likeness.instructions import parse_instruction
 from likeness.presets import PresetCatalog, get_format
 from likeness.queue import _keys
 from likeness.queue._admission import Admission
@@ -170,18 +170,12 @@ class QueueClient:
         image_index: int = 0,
         idempotency_key: str | None = None,
     ) -> Ticket:
-        """`count` (1–4) variations of image `image_index` of a result, one new seed each.
-
-        Until the engine has `variation()`, the worker makes them by re-running the portrait request
-        that made the parent with new seeds; the job records the varied image for when it does.
-        """
+        """`count` (1–4) variations of image `image_index` of a result (img2img from it), one new seed each."""
         if not 1 <= count <= MAX_COUNT:
             raise ValueError(f"count must be 1..{MAX_COUNT}")
         parent = await self.get_result(parent_result_id)
         if not 0 <= image_index < len(parent.image_blob_ids):
             raise ValueError(f"result {parent_result_id} has {len(parent.image_blob_ids)} images")
-        if parent.request.mode == "edit":  # a variation of an edit: the edit again, with new seeds
-            return await self._repeat(origin, parent, "variations", count, idempotency_key)
         source = {"mode": "variation", "source_blob_id": parent.image_blob_ids[image_index]}
         return await self._repeat(origin, parent, "variations", count, idempotency_key, source)
 
@@ -198,10 +192,10 @@ class QueueClient:
     ) -> Ticket:
         """Edit image `image_index` of a result with a natural-language instruction (and optional mask)."""
         instruction = instruction.strip()
-        if not instruction:
-            raise BadInstruction(message="Tell me what to change, e.g. “make the hair blue”.")
         if len(instruction) > self.settings.max_prompt_chars:
             raise PromptTooLong(length=len(instruction), limit=self.settings.max_prompt_chars)
+        # Unknown or empty instructions get examples now, not after a trip through the queue.
+        parse_instruction(instruction, has_mask=mask is not None, max_chars=self.settings.max_prompt_chars)
         if mask is not None:
             sniff_image(mask, max_bytes=self.settings.max_upload_bytes, max_pixels=self.settings.max_image_pixels)
         parent = await self.get_result(parent_result_id)

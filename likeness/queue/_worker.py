@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import socket
 import time
@@ -37,8 +38,9 @@ from redis.exceptions import WatchError
 
 from likeness.config import Settings
 from likeness.errors import GenerationFailed, JobTimeout, LikenessError, ServiceError, UserError
-from likeness.images import encode_image, load_image
+from likeness.images import load_image
 from likeness.queue import _keys
+from likeness.queue._abuse import AbuseLog
 from likeness.queue._batcher import MicroBatcher
 from likeness.queue._blobs import BlobStore
 from likeness.queue._delivery import append_delivery
@@ -46,7 +48,7 @@ from likeness.queue._metrics import WorkerMetrics
 from likeness.queue._models import Delivery, JobPayload, ProgressEvent, ResultRecord
 from likeness.queue._progress import PROGRESS_TTL_S
 
-__all__ = ["DEFAULT_MAX_TRIES", "LikenessWorker", "NotAvailableYet", "run_worker", "worker_settings"]
+__all__ = ["DEFAULT_MAX_TRIES", "LikenessWorker", "run_worker", "worker_settings"]
 
 log = logging.getLogger(__name__)
 
@@ -57,19 +59,19 @@ _DURATIONS_KEPT = 20
 
 EngineFactory = Callable[[Settings], Any]
 RequestFactory = Callable[..., Any]
-
-
-class NotAvailableYet(ServiceError):
-    """A feature this worker's engine does not have yet (e.g. edits)."""
-
-    code = "not_available"
-    template = "{what} are not available yet."
+GuardFactory = Callable[[Settings], Any]
 
 
 def _default_engine(settings: Settings) -> Any:
     from likeness.generation import Engine
 
     return Engine.load(settings)
+
+
+def _default_guard(settings: Settings) -> Any:
+    from likeness.generation._nsfw import load_nsfw_guard
+
+    return load_nsfw_guard(settings)
 
 
 def _default_request(**fields: Any) -> Any:
@@ -118,11 +120,19 @@ class JobRunner:
     """Everything one worker process needs to run jobs; lives in arq's ctx from startup to shutdown."""
 
     def __init__(
-        self, settings: Settings, redis: ArqRedis, engine: Any, request_factory: RequestFactory, max_tries: int
+        self,
+        settings: Settings,
+        redis: ArqRedis,
+        engine: Any,
+        request_factory: RequestFactory,
+        max_tries: int,
+        guard: Any,
     ) -> None:
         self.settings = settings
         self.redis = redis
         self.engine = engine
+        self.guard = guard
+        self.abuse = AbuseLog(redis, settings.abuse_retention_days)
         self.request_factory = request_factory
         self.max_tries = max_tries
         self.metrics = WorkerMetrics()
@@ -187,7 +197,7 @@ class JobRunner:
             return "timeout"
         except Exception as exc:
             cause = exc.code if isinstance(exc, LikenessError) else type(exc).__name__
-            if job_try < self.max_tries and not isinstance(exc, NotAvailableYet):
+            if job_try < self.max_tries:
                 delay = 2 ** (job_try - 1)
                 log.warning("job %s: try %d failed (%s); retrying in %d s", job_id, job_try, cause, delay)
                 raise Retry(defer=delay) from exc
@@ -210,19 +220,11 @@ class JobRunner:
         return record.result_id
 
     async def _generate(self, payload: JobPayload) -> tuple[Any, int]:
-        if payload.mode == "edit":
-            # The edits issue adds engine.edit(); until then say so clearly instead of failing obscurely.
-            raise NotAvailableYet(what="Edits")
-        # mode "variation" runs as a portrait with new seeds until the engine has `variation()`.
+        if payload.mode != "portrait":
+            return await self._rework(payload), 1
         assert payload.portrait is not None and payload.selfie_blob_id is not None
         params = payload.portrait
-        # Decoding and encoding big images take 100+ ms: off the loop, so batching and heartbeats keep time.
-        selfie = await asyncio.to_thread(
-            load_image,
-            await self.blobs.get(payload.selfie_blob_id),
-            max_bytes=self.settings.max_upload_bytes,
-            max_pixels=self.settings.max_image_pixels,
-        )
+        selfie = await self._image(payload.selfie_blob_id)
         request = self.request_factory(
             selfie=selfie,
             preset=self.engine.presets.resolve(params.preset),
@@ -232,6 +234,54 @@ class JobRunner:
             identity_scale=params.identity_scale,
         )
         return await self.batcher.submit(request, self._progress_fn(payload.job_id))
+
+    async def _rework(self, payload: JobPayload) -> Any:
+        """Edits and variations of an earlier image: one engine call each, on the engine thread."""
+        from likeness.generation import EditRequest, load_user_mask
+        from likeness.instructions import parse_instruction
+
+        assert payload.selfie_blob_id is not None and payload.source_blob_id is not None
+        assert payload.parent_result_id is not None
+        selfie = await self._image(payload.selfie_blob_id)
+        source = await self._image(payload.source_blob_id)
+        parent = await self.blobs.get_result(payload.parent_result_id)
+        spec = str(parent.metadata.get("preset") or (payload.portrait.preset if payload.portrait else ""))
+        preset = self.engine.presets.resolve(spec)
+        progress = self._progress_fn(payload.job_id)
+        call: Callable[[], Any]
+        if payload.mode == "edit":
+            assert payload.edit is not None
+            mask = None
+            if payload.edit.mask_blob_id is not None:
+                mask = await asyncio.to_thread(
+                    load_user_mask,
+                    await self.blobs.get(payload.edit.mask_blob_id),
+                    max_bytes=self.settings.max_upload_bytes,
+                    max_pixels=self.settings.max_image_pixels,
+                )
+            instruction = parse_instruction(
+                payload.edit.instruction, has_mask=mask is not None, max_chars=self.settings.max_prompt_chars
+            )
+            edit = EditRequest(
+                source=source, selfie=selfie, instruction=instruction, preset=preset, mask=mask,
+                seeds=tuple(payload.seeds),
+            )  # fmt: skip
+            call = functools.partial(self.engine.edit, edit, progress)
+        else:
+            prompt = payload.portrait.prompt if payload.portrait else ""
+            call = functools.partial(
+                self.engine.variation, source, selfie, preset, tuple(payload.seeds), progress=progress, prompt=prompt
+            )
+        return await asyncio.get_running_loop().run_in_executor(self.batcher.executor, call)
+
+    async def _image(self, blob_id: str) -> Any:
+        # Decoding big images takes 100+ ms: off the loop, so batching and heartbeats keep time.
+        return await asyncio.to_thread(
+            load_image,
+            await self.blobs.get(blob_id),
+            max_bytes=self.settings.max_upload_bytes,
+            max_pixels=self.settings.max_image_pixels,
+        )
 
     def _progress_fn(self, job_id: str) -> Callable[[int, int], None]:
         loop = asyncio.get_running_loop()
@@ -249,10 +299,33 @@ class JobRunner:
         return progress
 
     async def _store(self, payload: JobPayload, result: Any, batch_size: int) -> ResultRecord:
+        """Classify, mark as AI-generated and store the images, then the result record."""
+        from likeness.generation._provenance import encode_with_provenance
+
+        scores = await asyncio.to_thread(self.guard.score, result.images)
+        for score in scores:
+            if score >= self.settings.nsfw_threshold:
+                origin = payload.origin
+                detail = f"nsfw={score:.2f}"
+                await self.abuse.record("flag", origin.user_id, origin.platform, origin.chat_id, payload.job_id, detail)
+        marker = {"model": str(result.metadata.get("model", "")), "preset": str(result.metadata.get("preset", ""))}
+        # An edit keeps the unmasked pixels of its (already marked) source byte-identical: mark only the rest.
+        source = (
+            await self._image(payload.source_blob_id) if payload.mode == "edit" and payload.source_blob_id else None
+        )
         image_ids = []
         for index, image in enumerate(result.images):
             blob_id = _keys.image_id_for(payload.job_id, index)
-            png = await asyncio.to_thread(encode_image, image, "png")
+            png = await asyncio.to_thread(
+                functools.partial(
+                    encode_with_provenance,
+                    image,
+                    "png",
+                    extra=marker,
+                    watermark=self.settings.watermark,
+                    marked_source=source,
+                )
+            )
             await self.blobs.put(png, kind="image", owner=payload.user_id, blob_id=blob_id)
             image_ids.append(blob_id)
         record = ResultRecord(
@@ -263,7 +336,12 @@ class JobRunner:
             request=payload,
             seeds=tuple(result.seeds),
             image_blob_ids=tuple(image_ids),
-            metadata={**result.metadata, "batch_size": batch_size, "worker": socket.gethostname()},
+            metadata={
+                **result.metadata,
+                "nsfw_scores": [round(float(score), 4) for score in scores],
+                "batch_size": batch_size,
+                "worker": socket.gethostname(),
+            },
             owner_user_id=payload.user_id,
             origin=payload.origin,
         )
@@ -273,7 +351,7 @@ class JobRunner:
     async def _fail(self, payload: JobPayload, exc: BaseException) -> None:
         error = exc if isinstance(exc, LikenessError) else GenerationFailed()
         message = error.user_message
-        if isinstance(error, ServiceError) and not isinstance(error, NotAvailableYet):
+        if isinstance(error, ServiceError):
             message = f"{message} (reference {payload.job_id[:8]})"
         self.metrics.failures.labels(error.code).inc()
         day = _keys.stats_failures(_keys.today())
@@ -351,20 +429,25 @@ def worker_settings(
     *,
     engine_factory: EngineFactory | None = None,
     request_factory: RequestFactory | None = None,
+    guard_factory: GuardFactory | None = None,
     max_tries: int = DEFAULT_MAX_TRIES,
 ) -> dict[str, Any]:
     """Keyword arguments for `LikenessWorker` (an `arq.worker.Worker`), built from `settings`.
 
     The engine is loaded once in `on_startup` (in a thread, so the health check keeps ticking) and
-    closed on shutdown. `engine_factory`/`request_factory` default to `likeness.generation`'s Engine and
-    PortraitRequest; tests pass fakes.
+    closed on shutdown, with the output guard (NSFW classifier). `engine_factory`/`request_factory`/
+    `guard_factory` default to `likeness.generation`'s Engine, PortraitRequest and `load_nsfw_guard`;
+    tests pass fakes.
     """
     make_engine = engine_factory or _default_engine
     make_request = request_factory or _default_request
+    make_guard = guard_factory or _default_guard
 
     async def on_startup(ctx: dict[str, Any]) -> None:
-        engine = await asyncio.get_running_loop().run_in_executor(None, make_engine, settings)
-        runner = JobRunner(settings, ctx["redis"], engine, make_request, max_tries)
+        loop = asyncio.get_running_loop()
+        engine = await loop.run_in_executor(None, make_engine, settings)
+        guard = await loop.run_in_executor(None, make_guard, settings)
+        runner = JobRunner(settings, ctx["redis"], engine, make_request, max_tries, guard)
         ctx["likeness"] = runner
         if settings.metrics_port:
             runner.metrics.serve(settings.metrics_port)

@@ -102,6 +102,20 @@ class FakeEngine:
                     fn(step, STEPS)
         return [_render(r) for r in requests]
 
+    def variation(
+        self, source: Image.Image, selfie: Image.Image, preset: EffectivePreset, seeds: tuple[int, ...] = (0,),
+        *, progress: Any = None, prompt: str = "",
+    ) -> FakeResult:  # fmt: skip
+        """Variations as the real engine makes them: one call, one image per seed, from `source`."""
+        return self.portrait_batch([FakeRequest(source, preset, f"variation {prompt}", seeds=seeds)], [progress])[0]
+
+    def edit(self, request: Any, progress: Any = None) -> FakeResult:
+        """An edit: the source with the instruction's fingerprint (metadata records the instruction)."""
+        fake = FakeRequest(request.source, request.preset, request.instruction.text, seeds=request.seeds)
+        result = self.portrait_batch([fake], [progress])[0]
+        result.metadata["instruction"] = request.instruction.text
+        return result
+
     def close(self) -> None:
         self.closed = True
 

@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 
 from likeness.bot._core import BotCore
 from likeness.bot._grammar import MAX_COUNT, PortraitArgs
+from likeness.bot._safety import Decision
 from likeness.bot._texts import caption
 from likeness.errors import (
     QueueFull,
@@ -40,7 +41,7 @@ PLATFORM = "playground"
 COOKIE = "likeness_session"
 CORE: web.AppKey[BotCore] = web.AppKey("core", BotCore)
 _OUTCOME_WAIT_S = 30.0
-_STATUS = {RateLimited: 429, QueueFull: 429, TooManyActiveJobs: 429, QueueUnavailable: 503}
+_STATUS = {RateLimited: 429, QueueFull: 429, TooManyActiveJobs: 429, ResultExpired: 410, QueueUnavailable: 503}
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -231,16 +232,16 @@ async def _edit(request: web.Request) -> web.Response:
 
 async def _result(request: web.Request) -> web.Response:
     record = await _own_result(request)
-    return web.json_response(_result_json(record))
+    return web.json_response(await _result_json(request.app[CORE], record))
 
 
 async def _image(request: web.Request) -> web.Response:
     record = await _own_result(request)
+    images = await request.app[CORE].images(record, record.origin)
     try:
-        blob_id = record.image_blob_ids[int(request.match_info["index"])]
+        data = images[int(request.match_info["index"])]
     except (ValueError, IndexError):
         raise web.HTTPNotFound() from None
-    data = await request.app[CORE].queue.get_image(blob_id)
     name = f"likeness-{record.result_id}-{request.match_info['index']}.png"
     return web.Response(
         body=data,
@@ -276,7 +277,7 @@ async def _progress_then_outcome(core: BotCore, job_id: str) -> AsyncIterator[st
             outcome = json.loads(raw)
             if "result_id" in outcome:
                 record = await core.queue.get_result(outcome["result_id"])
-                yield _sse("result", _result_json(record))
+                yield _sse("result", await _result_json(core, record))
             else:
                 yield _sse("error", outcome)
             return
@@ -293,7 +294,7 @@ async def _history(request: web.Request) -> web.Response:
             record = await core.queue.get_result(raw.decode())
         except ResultExpired:
             continue
-        items.append(_result_json(record))
+        items.append(await _result_json(core, record))
     return web.json_response({"results": items})
 
 
@@ -337,9 +338,12 @@ def _ticket(ticket: Ticket) -> web.Response:
     return web.json_response({"job_id": ticket.job_id, "position": ticket.position, "eta_s": ticket.eta_s}, status=202)
 
 
-def _result_json(record: ResultRecord) -> dict[str, Any]:
+async def _result_json(core: BotCore, record: ResultRecord) -> dict[str, Any]:
     meta = record.metadata
     scores = list(meta.get("likeness_scores") or [None] * len(record.seeds))  # type: ignore[call-overload]
+    decision, warning = await core.screening(record, record.origin)
+    shown = 0 if decision is Decision.WITHHOLD else len(record.image_blob_ids)
+    notices = [str(n) for n in meta.get("notices") or []]  # type: ignore[union-attr]
     return {
         "result_id": record.result_id,
         "parent_id": record.parent_id,
@@ -347,10 +351,10 @@ def _result_json(record: ResultRecord) -> dict[str, Any]:
         "seeds": list(record.seeds),
         "scores": scores,
         "captions": [caption(meta, seed, score) for seed, score in zip(record.seeds, scores, strict=False)],
-        "images": [f"/api/results/{record.result_id}/images/{i}" for i in range(len(record.image_blob_ids))],
+        "images": [f"/api/results/{record.result_id}/images/{i}" for i in range(shown)],
         "preset": meta.get("preset"),
         "instruction": meta.get("instruction"),
-        "notices": list(meta.get("notices") or []),  # type: ignore[call-overload]
+        "notices": [*notices, warning] if warning else notices,
         "created_at": record.created_at,
     }
 
