@@ -28,6 +28,7 @@ from tests.helpers.discord import (
     context_menu,
     ephemeral_texts,
     modal_submit,
+    new_image_message,
     png,
     portrait,
     reaction,
@@ -233,13 +234,14 @@ async def test_buttons_work_after_a_restart(settings: Settings, fake: FakeDiscor
             modal = fake.interactions[edit["token"]]["responses"][0]
             assert modal["type"] == 9 and modal["data"]["custom_id"] == f"lk:editmodal:{first_result}"
 
-        async with running_bot(settings, fake, consumer="second-restart"):
+        async with running_bot(settings, fake, consumer="second-restart") as client:
             submit = modal_submit(fake, modal["data"]["custom_id"], "make the hair blue")
             await fake.dispatch("INTERACTION_CREATE", submit)
             await fake.wait_for(lambda: fake.interactions[submit["token"]]["original"], timeout=5)
-            # The queue branch's worker has no edit engine yet: it answers with a clear text.
-            answered = await wait_text(fake, fake.interactions[submit["token"]]["original"], "not available")
-            assert "Edits" in answered["content"]
+            edited = await wait_result(fake, fake.interactions[submit["token"]]["original"])
+            assert "make the hair blue" in edited["content"]
+            edit_result = await client.core.queue.get_result(buttons(edited)["reroll"].split(":")[2])
+            assert edit_result.kind == "edit" and edit_result.parent_id == first_result
 
 
 async def test_only_the_requester_may_change_a_result_unless_the_server_collaborates(
@@ -306,10 +308,13 @@ async def test_reply_mentioning_the_bot_edits_the_result(settings: Settings, fak
         ask = reply(fake, result, "make the hair blue")
         before = set(fake.messages)
         await fake.dispatch("MESSAGE_CREATE", ask)
-        answer = await fake.wait_for(
-            lambda: [m for m in set(fake.messages) - before if "not available" in fake.messages[m]["content"]]
+        edited = await fake.wait_for(
+            lambda: [m for m in set(fake.messages) - before if fake.messages[m]["attachments"]]
         )
-        assert str(fake.message(answer[0])["message_reference"]["message_id"]) == ask["id"]
+        assert len(set(fake.messages) - before) == 1, "the progress reply became the edited image"
+        message = fake.message(edited[0])
+        assert str(message["message_reference"]["message_id"]) == ask["id"], "the edit replies to the request"
+        assert "make the hair blue" in message["content"] and buttons(message)
 
         stranger = reply(fake, result, "make it purple", user_id=OTHER)
         before = set(fake.messages)
@@ -343,19 +348,23 @@ async def test_thread_per_request_takes_edits_by_mention(
     make_settings: Callable[..., Settings], redis_url: str, fake: FakeDiscord
 ) -> None:
     settings = make_settings(redis_url=redis_url, discord_api_url=fake.api_url, discord_threads=True)
-    async with running_bot(settings, fake), running_worker(settings):
+    async with running_bot(settings, fake) as client, running_worker(settings):
         _, result = await request_portrait(fake)
         await fake.wait_for(lambda: fake.threads, timeout=5)
         thread_id = int(fake.threads[0]["id"])
         assert thread_id == int(result["id"]), "the thread hangs under the result"
         howto = await fake.wait_for(lambda: fake.channel_messages(thread_id), timeout=5)
         assert "mention" in howto[0]["content"]
-        before = set(fake.messages)
-        await fake.dispatch("MESSAGE_CREATE", user_message(fake, thread_id, "make the hair blue"))
-        answered = await fake.wait_for(
-            lambda: [m for m in set(fake.messages) - before if "not available" in fake.messages[m]["content"]]
-        )
-        assert int(fake.message(answered[0])["channel_id"]) == thread_id
+        edits = []
+        for change in ("make the hair blue", "add sunglasses"):
+            before = set(fake.messages)
+            await fake.dispatch("MESSAGE_CREATE", user_message(fake, thread_id, change))
+            message = await new_image_message(fake, before)
+            assert int(message["channel_id"]) == thread_id and change in message["content"]
+            edits.append(await client.core.queue.get_result(await _linked(client, message) or ""))
+        first_result = buttons(result)["reroll"].split(":")[2]
+        assert edits[0].parent_id == first_result
+        assert edits[1].parent_id == edits[0].result_id, "each edit in the thread builds on the last one"
 
 
 async def test_origin_carries_the_interaction_and_the_channel_flag(settings: Settings, fake: FakeDiscord) -> None:

@@ -306,3 +306,11 @@ def ephemeral_texts(fake: FakeDiscord, token: str) -> list[str]:
     texts = [r["data"].get("content", "") for r in record["responses"] if int(r["data"].get("flags", 0)) & 64]
     texts += [fake.messages[m]["content"] for m in record["followups"] if fake.messages[m]["flags"] & 64]
     return texts
+
+
+async def new_image_message(fake: FakeDiscord, before: set[int], timeout: float = 20.0) -> dict[str, Any]:
+    """The first message with images that was not in `before` (a set of message ids), once it exists."""
+    found = await fake.wait_for(
+        lambda: [m for m in set(fake.messages) - before if fake.messages[m]["attachments"]], timeout=timeout
+    )
+    return fake.message(found[0])
