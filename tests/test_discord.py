@@ -15,6 +15,7 @@ from PIL import Image
 
 from likeness.bot.discord import LikenessClient
 from likeness.config import Settings
+from likeness.generation._provenance import read_provenance
 from likeness.queue import Delivery, append_delivery
 from tests.fakes.discord_api import APP_ID, GUILD_ID, NSFW_CHANNEL_ID, TEXT_CHANNEL_ID, FakeDiscord
 from tests.helpers.discord import (
@@ -106,6 +107,7 @@ async def test_portrait_happy_path_with_the_tiny_model(settings: Settings, fake:
         assert len(fake.files[original]) == 1
         image = Image.open(io.BytesIO(fake.files[original][0]))
         assert image.format == "PNG" and image.width >= 64
+        assert read_provenance(fake.files[original][0]) is not None, "the AI-generated marker reaches Discord"
         result_id = await _linked(client, message)
         assert result_id is not None, "the result message is linked to its result"
         result = await client.core.queue.get_result(result_id)
