@@ -35,6 +35,7 @@ THREAD_HOWTO = (
     "✏️ Edit this portrait here: mention {bot} with what to change, e.g. “{bot} make the hair blue”. "
     "Each edit builds on the last one."
 )
+_CHANNEL_GONE_NOTE = "The channel where you asked for this (<#{channel}>) is gone, so here is your result:"
 _NO_PERMISSION_NOTE = (
     "I couldn't post in <#{channel}>: I'm missing permissions there (Send Messages, Attach Files and "
     "Read Message History). Ask a server admin to grant them. Here is your result:"
@@ -193,10 +194,10 @@ class DeliverySender:
             )
         except (discord.Forbidden, discord.NotFound) as exc:
             log.warning("cannot post in channel %s (%s %s); sending by DM", origin.chat_id, exc.status, exc.text)
-            return await self._send_dm(origin, rendered)
+            note = _NO_PERMISSION_NOTE if isinstance(exc, discord.Forbidden) else _CHANNEL_GONE_NOTE
+            return await self._send_dm(origin, rendered, note.format(channel=origin.chat_id))
 
-    async def _send_dm(self, origin: Origin, rendered: ResultMessage) -> discord.Message | None:
-        note = _NO_PERMISSION_NOTE.format(channel=origin.chat_id)
+    async def _send_dm(self, origin: Origin, rendered: ResultMessage, note: str) -> discord.Message | None:
         try:
             dm = await self._client.create_dm(discord.Object(int(origin.user_id)))
             return await dm.send(
