@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from likeness.config import Settings
+from likeness.queue import Delivery, append_delivery
 from tests.fakes.discord_api import TEXT_CHANNEL_ID, FakeDiscord
 from tests.helpers.discord import (
     TOKEN,
@@ -164,3 +165,15 @@ async def test_missing_permissions_in_the_channel_sends_the_result_by_dm(
         # The bot keeps serving.
         answer = await _private_answer(fake, slash(fake, "presets"))
         assert "ghibli" in answer
+
+
+async def test_a_result_for_a_deleted_channel_goes_by_dm(make: Callable[..., Settings], fake: FakeDiscord) -> None:
+    settings = make()
+    async with running_bot(settings, fake) as client, running_worker(settings):
+        _, message = await request_portrait(fake)
+        record = await client.core.queue.get_result(buttons(message)["reroll"].split(":")[2])
+        gone = record.origin.model_copy(update={"chat_id": "424242", "extra": {}, "progress_message_id": None})
+        delivery = Delivery(job_id="orphan-job", kind="portrait", origin=gone, result=record)
+        await append_delivery(client.core.queue.redis, delivery, marker_ttl_s=60)
+        dms = await fake.wait_for(lambda: [m for m in fake.channel_messages(USER + 1) if m["attachments"]], timeout=20)
+        assert "is gone" in dms[0]["content"]
