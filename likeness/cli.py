@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "up": "Run everything on one machine: Redis, a worker, the playground and the bots with tokens",
     "doctor": "Check the configuration and print fixes",
     "models": "Manage model weights (`likeness models pull`)",
+    "moderate": "Ban or unban users and read the abuse log",
 }
 
 

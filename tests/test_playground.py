@@ -221,3 +221,14 @@ async def test_images_flagged_by_the_safety_check_are_withheld(
             assert (await http.get(f"/api/results/{result['result_id']}/images/0")).status == 404
         deliveries.cancel()
         await asyncio.gather(deliveries, return_exceptions=True)
+
+
+async def test_limits_answer_with_retry_advice(
+    make_settings: Callable[..., Settings], redis_url: str, tiny_engine: Any
+) -> None:
+    settings = make_settings(redis_url=redis_url, rate_limit="1/minute")
+    async with running_stack(settings, tiny_engine) as core, TestClient(TestServer(build_app(core))) as http:
+        assert (await http.post("/api/portrait", data=_selfie_form())).status == 202
+        second = await http.post("/api/portrait", data=_selfie_form())
+        assert second.status == 429
+        assert "try again in" in (await second.json())["message"]

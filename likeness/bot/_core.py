@@ -151,8 +151,7 @@ class BotCore:
         if not self.access.is_admin(origin.user_id):
             raise UserError(message="/stats is for this bot's admins.")
         stats = await self.queue.stats()
-        since = datetime.now(UTC) - timedelta(days=1)
-        safety = await self.abuse.counts(since)
+        safety = await self.abuse.counts(datetime.now(UTC) - timedelta(days=1))
         return stats_text(
             {
                 "queued": stats.queued,
