@@ -72,3 +72,35 @@ def test_the_discord_bot_never_imports_torch() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.strip() == ""
+
+
+async def test_likeness_up_serves_discord_with_its_own_worker(redis_url: str, tmp_path: Path) -> None:
+    from tests.helpers.discord import png, portrait
+
+    async with FakeDiscord() as fake:
+        env = _env(
+            LIKENESS_DISCORD_TOKEN=TOKEN,
+            LIKENESS_DISCORD_API_URL=fake.api_url,
+            LIKENESS_REDIS_URL=redis_url,
+            LIKENESS_MODEL="tiny",
+            LIKENESS_DEVICE="cpu",
+            LIKENESS_DATA_DIR=str(tmp_path / "data"),
+            HF_HUB_OFFLINE="1",
+        )
+        log_file = tmp_path / "up.log"
+        with log_file.open("wb") as log:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "likeness", "up", "--no-playground", cwd=tmp_path, env=env, stdout=log, stderr=log
+            )
+            try:
+                await fake.wait_for(lambda: fake.identifies or proc.returncode is not None, timeout=90)
+                payload = portrait(fake, fake.add_attachment(png()))
+                await fake.dispatch("INTERACTION_CREATE", payload)
+                record = fake.interactions[payload["token"]]
+                await fake.wait_for(lambda: record["original"] and fake.message(record["original"])["attachments"], 90)
+            finally:
+                proc.send_signal(signal.SIGTERM)
+                await asyncio.wait_for(proc.wait(), 30)
+        output = log_file.read_text()
+        assert "Discord bot: on" in output and proc.returncode == 0, output
+        assert TOKEN not in output
