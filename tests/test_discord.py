@@ -429,3 +429,16 @@ async def test_a_delivery_that_failed_for_now_is_sent_after_a_restart(settings: 
                     break
                 await asyncio.sleep(0.05)
             assert await _pending(client) == 0
+
+
+async def test_acknowledges_within_3_s_even_when_the_download_is_slow(settings: Settings, fake: FakeDiscord) -> None:
+    fake.cdn_delay_s = 3.5
+    async with running_bot(settings, fake), running_worker(settings):
+        payload = portrait(fake, fake.add_attachment(png()))
+        record = fake.interactions[payload["token"]]
+        sent_at = time.monotonic()
+        await fake.dispatch("INTERACTION_CREATE", payload)
+        await fake.wait_for(lambda: record["responses"], timeout=5)
+        assert record["responses"][0]["type"] == 5 and record["responses"][0]["at"] - sent_at < 1.0
+        assert not fake.message(record["original"])["attachments"]
+        await wait_result(fake, record["original"])

@@ -104,6 +104,7 @@ class FakeDiscord:
         self.expired_tokens: set[str] = set()
         self.cdn: dict[str, tuple[bytes, str]] = {}
         self.downloads: list[str] = []
+        self.cdn_delay_s = 0.0  # a slow CDN: the bot must acknowledge before it downloads
         self.identifies: list[dict[str, Any]] = []
         self.gateway_urls: list[str] = []
         self._sockets: list[web.WebSocketResponse] = []
@@ -290,6 +291,7 @@ class FakeDiscord:
 
     async def _cdn(self, request: web.Request) -> web.Response:
         self.downloads.append(request.match_info["name"])
+        await asyncio.sleep(self.cdn_delay_s)
         item = self.cdn.get(request.match_info["name"])
         if item is None:
             return web.Response(status=404)
