@@ -292,11 +292,12 @@ def test_metadata_is_json_and_describes_the_image(engine: Engine, selfie: Image.
     meta = json.loads(json.dumps(result.metadata))
     assert meta["model"] == "tiny"
     assert meta["preset"] == "ghibli"
-    assert "wearing a red scarf" in meta["prompt"] and "ghibli style" in meta["prompt"]
+    trigger = engine.presets.resolve("ghibli").loras[0].trigger_words[0]
+    assert meta["prompt"].startswith(trigger) and "wearing a red scarf" in meta["prompt"]
     assert meta["negative_prompt"].startswith("photo")
     assert (meta["width"], meta["height"], meta["steps"]) == (64, 64, 4)
     assert meta["scheduler"] == "dpmpp_2m_karras"
-    assert meta["loras"][0]["source"] == "likeness-tiny/ghibli-style"
+    assert meta["loras"][0]["source"] == engine.presets.resolve("ghibli").loras[0].source
     assert meta["seeds"] == [5]
 
 
@@ -317,7 +318,8 @@ def test_tiny_weights_are_cached_on_disk_and_reloaded(
     root = _tiny.tiny_root(shared_data_dir, "sdxl")
     assert (root / "checkpoint" / "model_index.json").is_file()
     assert (root / "ip-adapter" / "models" / _tiny.ADAPTER_FILE).is_file()
-    ghibli_lora = engine.presets.get("ghibli").loras[0].source
+    assert (root / "ip-adapter" / "models" / _tiny.FACEID_ADAPTER_FILE).is_file()
+    ghibli_lora = engine.presets.resolve("ghibli").loras[0].source
     assert (_tiny.tiny_lora_dir(root, ghibli_lora) / _tiny.LORA_FILE).is_file()
 
     def no_rebuild(*args: object) -> None:

@@ -3,11 +3,7 @@ gives the same pixels (within one level) as running each job alone."""
 
 from __future__ import annotations
 
-import asyncio
 import io
-import signal
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import numpy as np
 import pytest
@@ -15,38 +11,35 @@ from PIL import Image
 
 from likeness.config import Settings
 from likeness.queue import PortraitParams, QueueClient
-from likeness.queue._worker import LikenessWorker, worker_settings
-from tests.helpers.queue import next_deliveries, origin, selfie
+from tests.helpers.faces import astronaut, colour_jitter, grace_hopper
+from tests.helpers.queue import next_deliveries, origin
+from tests.helpers.stack import serving_worker
 
 pytest.importorskip("diffusers")
 
 
-@asynccontextmanager
-async def real_worker(settings: Settings) -> AsyncIterator[None]:
-    """An arq worker on this loop with the real engine (`Engine.load(settings)`, the tiny model)."""
-    worker = LikenessWorker(**worker_settings(settings), handle_signals=False)
-    task = asyncio.create_task(worker.async_run())
-    try:
-        yield
-    finally:
-        worker.handle_sig(signal.SIGUSR1)
-        await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
-        worker.tasks.clear()
-        await worker.close()
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+def _png(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, "PNG")
+    return buf.getvalue()
 
 
-JOBS = [("a", "lightsteelblue", 11), ("b", "peachpuff", 22), ("c", "darkolivegreen", 33)]
+# Selfies need a face (the engine analyses each one): three different photos.
+SELFIES = {
+    "astronaut": lambda: _png(astronaut()),
+    "hopper": lambda: _png(grace_hopper()),
+    "astronaut-warm": lambda: _png(colour_jitter(astronaut(), brightness=1.1, contrast=0.9, saturation=1.3)),
+}
+JOBS = [("a", "astronaut", 11), ("b", "hopper", 22), ("c", "astronaut-warm", 33)]
 
 
 async def _run_jobs(settings: Settings) -> dict[str, tuple[int, np.ndarray]]:
     async with QueueClient(settings) as queue:
         tickets = {}
-        for user, color, seed in JOBS:
+        for user, photo, seed in JOBS:
             params = PortraitParams(preset="ghibli", prompt="smiling", seed=seed)
-            tickets[user] = await queue.submit_portrait(origin(user), selfie(color), params)
-        async with real_worker(settings):
+            tickets[user] = await queue.submit_portrait(origin(user), SELFIES[photo](), params)
+        async with serving_worker(settings):
             events = [e async for e in queue.progress(tickets["a"].job_id, idle_timeout_s=120)]
             deliveries = await next_deliveries(settings, 3, timeout=120)
         out = {}

@@ -48,7 +48,7 @@ def result_buttons(result_id: str) -> list[Button]:
 
 def parse_button_id(button_id: str) -> tuple[Action, str] | None:
     """`lk:reroll:abc` → (Action.REROLL, "abc"); None for ids that are not ours or are malformed."""
-    match = _ID_RE.match(button_id or "")
+    match = _ID_RE.fullmatch(button_id or "")  # not .match: `$` also matches before a trailing newline
     if not match:
         return None
     try:

@@ -174,8 +174,9 @@ class BotCore:
     async def link_message(self, platform: str, chat_id: str, message_id: str, result_id: str) -> None:
         await self.links.link(platform, chat_id, message_id, result_id)
 
-    async def chat_settings(self, origin: Origin) -> ChatSettings:
-        return await self.community.get(origin.platform, _community(origin))
+    async def chat_settings(self, platform: str, community_id: str) -> ChatSettings:
+        """A chat's (or Discord server's) own settings: collaboration, NSFW opt-in, extra blocked words."""
+        return await self.community.get(platform, community_id)
 
     # --- progress and delivery ---------------------------------------------------------------------
 

@@ -4,9 +4,8 @@ reaction or button, also after a restart. Links expire with the results they poi
 from __future__ import annotations
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
-from likeness.errors import QueueUnavailable
+from likeness.queue._errors import redis_errors
 
 __all__ = ["MessageLinks"]
 
@@ -23,17 +22,13 @@ class MessageLinks:
         return f"likeness:msg:{platform}:{chat_id}:{message_id}"
 
     async def link(self, platform: str, chat_id: str, message_id: str, result_id: str) -> None:
-        try:
+        async with redis_errors():
             await self._redis.set(self._key(platform, chat_id, message_id), result_id, ex=self._ttl_s)
-        except RedisError as exc:
-            raise QueueUnavailable() from exc
 
     async def result_for(self, platform: str, chat_id: str, message_id: str) -> str | None:
         """The result shown by that message, or None when it is not one of ours (or expired)."""
-        try:
+        async with redis_errors():
             value = await self._redis.get(self._key(platform, chat_id, message_id))
-        except RedisError as exc:
-            raise QueueUnavailable() from exc
         if value is None:
             return None
         return value.decode() if isinstance(value, bytes) else str(value)

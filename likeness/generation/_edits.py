@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
 from PIL import Image
 
-from likeness.errors import GenerationFailed, LikenessError, OutOfMemory
-from likeness.generation._identity import identity_image
+from likeness.generation._errors import service_errors
+from likeness.generation._faces import FaceAnalysis
+from likeness.generation._identity import identity_embeds, identity_metadata
 from likeness.generation._loading import make_scheduler
 from likeness.generation._masks import EditMask, MaskProvider, composite, mask_from_probabilities, mask_from_user_image
 from likeness.generation._prompts import PromptEmbeds, encode_parts, render_parts
@@ -72,11 +71,13 @@ def edit(
     instruction = request.instruction
     source = request.source.convert("RGB")
     strength = _strength(instruction.strength if request.strength is None else request.strength)
+    with service_errors(batch=len(request.seeds)):
+        face = engine.faces.analyze(request.selfie)  # NoFace/FaceTooSmall first: before any masking work
     mask: EditMask | None = None
     if request.mask is not None:
         mask = mask_from_user_image(request.mask, source.size, grow=instruction.grow)
     elif instruction.kind == "inpaint":
-        with _service_errors(batch=1):
+        with service_errors(batch=1):
             provider = masker if masker is not None else engine.masker
             probs = provider(source, instruction.queries)
         # Inverted regions (background) are found as what they are not: name that in errors.
@@ -85,7 +86,7 @@ def edit(
     images, meta = _generate(
         engine,
         source=source,
-        selfie=request.selfie,
+        face=face,
         preset=request.preset,
         user_prompt=instruction.prompt,
         extra_negative=instruction.negative,
@@ -105,7 +106,7 @@ def edit(
         mask_source=None if mask is None else ("user" if request.mask is not None else "text"),
         mask_coverage=None if mask is None else round(mask.coverage, 4),
     )
-    return _finish(engine, request.selfie, images, list(request.seeds), meta)
+    return _finish(engine, face, images, list(request.seeds), meta)
 
 
 def variation(
@@ -124,10 +125,12 @@ def variation(
 
     `prompt` is the user's prompt of the parent, so the variation keeps describing the same picture.
     """
+    with service_errors(batch=len(seeds)):
+        face = engine.faces.analyze(selfie)
     images, meta = _generate(
         engine,
         source=source.convert("RGB"),
-        selfie=selfie,
+        face=face,
         preset=preset,
         user_prompt=prompt,
         extra_negative="",
@@ -138,36 +141,20 @@ def variation(
         progress=progress,
     )
     meta.update(kind="variation")
-    return _finish(engine, selfie, images, list(seeds), meta)
+    return _finish(engine, face, images, list(seeds), meta)
 
 
 # --- internals --------------------------------------------------------------------------------------
 
 
 def _finish(
-    engine: Engine, selfie: Image.Image, images: list[Image.Image], seeds: list[int], meta: dict[str, Any]
+    engine: Engine, face: FaceAnalysis, images: list[Image.Image], seeds: list[int], meta: dict[str, Any]
 ) -> GenerationResult:
-    """The one place edit and variation results are assembled (likeness scoring hooks in here, as for portraits)."""
+    """The one place edit and variation results are assembled: likeness scores and face notices join here."""
     from likeness.generation._engine import GenerationResult
 
+    meta.update(identity_metadata(face, [engine._score(face.face, image) for image in images]))
     return GenerationResult(images=images, seeds=seeds, metadata=meta)
-
-
-@contextmanager
-def _service_errors(batch: int) -> Iterator[None]:
-    """Our errors pass; accelerator OOM → `OutOfMemory(batch=...)`; anything else → `GenerationFailed`."""
-    from likeness.generation._engine import _free_accelerator_memory, _is_oom
-
-    try:
-        yield
-    except LikenessError:
-        raise
-    except Exception as exc:
-        if _is_oom(exc):
-            _free_accelerator_memory()
-            raise OutOfMemory(batch=batch) from exc
-        log.exception("edit failed")
-        raise GenerationFailed() from exc
 
 
 def _strength(value: float) -> float:
@@ -180,7 +167,7 @@ def _generate(
     engine: Engine,
     *,
     source: Image.Image,
-    selfie: Image.Image,
+    face: FaceAnalysis,
     preset: EffectivePreset,
     user_prompt: str,
     extra_negative: str,
@@ -195,7 +182,7 @@ def _generate(
 
     # The engine's plan gives this preset's steps, guidance, scheduler, identity scale and LoRAs.
     plan = engine._plan(
-        PortraitRequest(selfie=selfie, preset=preset, prompt=user_prompt, seeds=seeds, identity_scale=identity_scale)
+        PortraitRequest(selfie=face.crop, preset=preset, prompt=user_prompt, seeds=seeds, identity_scale=identity_scale)
     )
     parts = [
         (w, p, f"{n}, {extra_negative}" if n and extra_negative else n or extra_negative)
@@ -207,10 +194,8 @@ def _generate(
     padding = None
     if mask is not None and mask.bbox_fraction() < _CROP_BELOW:
         padding = max(8, round(_CROP_PADDING * min(work_size)))
-    with _service_errors(batch=len(seeds)), torch.inference_mode():
-        generated = _run(
-            engine, plan, parts, source, selfie, seeds, strength, steps, work_size, mask, padding, progress
-        )
+    with service_errors(batch=len(seeds)), torch.inference_mode():
+        generated = _run(engine, plan, parts, source, face, seeds, strength, steps, work_size, mask, padding, progress)
     if mask is None:
         images = [
             img if img.size == source.size else img.resize(source.size, Image.Resampling.LANCZOS) for img in generated
@@ -236,6 +221,7 @@ def _generate(
             {"source": lora.source, "weight_name": lora.weight_name, "weight": lora.weight} for lora in plan.loras
         ],
         "seeds": list(seeds),
+        "identity_adapter": engine.spec.identity_adapter.kind,
         "padding_mask_crop": padding,
     }
     return images, meta
@@ -246,7 +232,7 @@ def _run(
     plan: Any,
     parts: list[tuple[float, str, str]],
     source: Image.Image,
-    selfie: Image.Image,
+    face: FaceAnalysis,
     seeds: tuple[int, ...],
     strength: float,
     steps: int,
@@ -255,8 +241,6 @@ def _run(
     padding: int | None,
     progress: ProgressFn | None,
 ) -> list[Image.Image]:
-    from likeness.generation._engine import _exact_ip_embeds
-
     model = engine.model
     pipe = engine.img2img if mask is None else engine.inpaint
     device = model.device
@@ -265,9 +249,8 @@ def _run(
     model.loras.activate(plan.loras)
     pipe.scheduler = make_scheduler(plan.scheduler, model.base_scheduler)
     pipe.set_ip_adapter_scale(plan.ip_scale())
-    # 2. Text and identity embeddings for one image ([negative, positive] under guidance).
+    # 2. Text embeddings for one image ([negative, positive] under guidance); identity per call below.
     embeds: PromptEmbeds = encode_parts(pipe, engine.spec.family, parts, device, guided)
-    encoded = pipe.prepare_ip_adapter_image_embeds([identity_image(selfie)], None, device, 1, guided)[0]
     # 3. Calls: img2img takes all seeds at once. Inpainting encodes the one source image with the first
     #    generator only, so a batched seed would not reproduce alone (a reroll must): one call per seed.
     calls = [seeds] if mask is None else [(seed,) for seed in seeds]
@@ -281,8 +264,6 @@ def _run(
     images: list[Image.Image] = []
     for index, call_seeds in enumerate(calls):
         n = len(call_seeds)
-        halves = encoded.chunk(2) if guided else (encoded,)  # [negatives..., positives...] like the prompts
-        ip_embeds = torch.cat([half for half in halves for _ in range(n)], dim=0)
 
         def on_step_end(
             pipeline: Any, step: int, timestep: Any, kw: dict[str, Any], index: int = index
@@ -293,12 +274,12 @@ def _run(
             return kw
 
         # 4. Denoise from the source (img2img) or inside the mask (inpaint), at a size the model can take.
-        with _exact_ip_embeds(pipe, [ip_embeds]):
+        with identity_embeds(pipe, engine.spec.identity_adapter.kind, [face] * n, device, guided) as ip_embeds:
             output = pipe(
                 **embeds.repeat(n).pipeline_kwargs(engine.spec.family),
                 image=image,
                 strength=strength,
-                ip_adapter_image_embeds=[ip_embeds],
+                ip_adapter_image_embeds=ip_embeds,
                 num_inference_steps=steps,
                 guidance_scale=plan.guidance,
                 generator=[torch.Generator(device="cpu").manual_seed(seed) for seed in call_seeds],

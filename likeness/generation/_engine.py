@@ -3,29 +3,39 @@
 from __future__ import annotations
 
 import gc
-from collections.abc import Callable, Hashable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+import hashlib
+import logging
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 from PIL import Image
 
 from likeness.config import Settings
-from likeness.errors import ConfigError, GenerationFailed, LikenessError, OutOfMemory
+from likeness.errors import ConfigError
 from likeness.generation import _edits
+from likeness.generation._best_of import Candidate, Selection, needs_retry, retry_identity_strength, select_best
 from likeness.generation._clipseg import TextMasker
 from likeness.generation._edits import EditRequest
-from likeness.generation._identity import identity_image
+from likeness.generation._errors import free_accelerator_memory, service_errors
+from likeness.generation._faces import Face, FaceAnalysis, FaceAnalyzer, load_face_analyzer
+from likeness.generation._identity import SelfieFaces, identity_embeds, identity_metadata
 from likeness.generation._loading import LoadedModel, load_model, make_scheduler
 from likeness.generation._prompts import PromptEmbeds, encode_parts, render_parts
-from likeness.generation._registry import ModelSpec, get_model_spec
+from likeness.generation._registry import FACEID_BACKENDS, ModelSpec, get_model_spec
+from likeness.generation._scoring import likeness_score
 from likeness.presets import EffectivePreset, LoraRef, PresetCatalog, get_format, size_for
 
-__all__ = ["Engine", "GenerationResult", "PortraitRequest", "ProgressFn"]
+__all__ = ["Engine", "GenerationResult", "LikenessScorer", "PortraitRequest", "ProgressFn"]
+
+log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[int, int], None]
 """`(step, total_steps)`, called from the generating thread after each denoising step."""
+
+LikenessScorer = Callable[[Face, Image.Image], float | None]
+"""`(selfie's face, output) -> likeness %` or `None` when the output has no face."""
 
 _LAYERS = ("down", "mid", "up")
 
@@ -40,6 +50,8 @@ class PortraitRequest:
     format: str | None = None
     seeds: tuple[int, ...] = (0,)
     identity_scale: float | None = None
+    best_of: int | None = None
+    """Candidates per returned image; None: the preset's `best_of`, else `settings.best_of`."""
 
 
 @dataclass
@@ -83,25 +95,48 @@ class _Plan:
 class Engine:
     """Loads one model once and turns portrait requests into images. Not thread-safe: one call at a time."""
 
-    def __init__(self, settings: Settings, spec: ModelSpec, model: LoadedModel, presets: PresetCatalog) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        spec: ModelSpec,
+        model: LoadedModel,
+        presets: PresetCatalog,
+        faces: FaceAnalyzer,
+        scorer: LikenessScorer | None = None,
+    ) -> None:
         self.settings = settings
         self.spec = spec
         self.model_key = spec.key
         self.model = model
         self.presets = presets
+        self.faces = SelfieFaces(faces)
+        self.scorer: LikenessScorer = scorer or (lambda reference, image: likeness_score(faces, reference, image))
         self._masker: TextMasker | None = None
 
     @classmethod
-    def load(cls, settings: Settings) -> Engine:
-        """Load `settings.model` with its identity adapter (slow, once per process).
+    def load(
+        cls, settings: Settings, *, face_analyzer: FaceAnalyzer | None = None, scorer: LikenessScorer | None = None
+    ) -> Engine:
+        """Load `settings.model` with its identity adapter and the face analyzer (slow, once per process).
 
-        Raises `ConfigError` for an unknown model or invalid presets/models file and `ModelUnavailable`
-        when weights can't be loaded. Tiny models are built offline under `settings.data_dir` once.
+        `face_analyzer` defaults to `load_face_analyzer(settings)`; `scorer` (likeness of an output to the
+        selfie's face) defaults to `likeness_score` with that analyzer. Raises `ConfigError` for an unknown
+        model, invalid presets/models file, or a FaceID model without an ArcFace (insightface) analyzer, and
+        `ModelUnavailable` when weights can't be loaded. Tiny models are built offline under
+        `settings.data_dir` once.
         """
         spec = get_model_spec(settings.model, settings.models_file)
         presets = PresetCatalog.load(settings.presets_dir)
+        analyzer = face_analyzer if face_analyzer is not None else load_face_analyzer(settings)
+        if spec.identity_adapter.kind == "faceid-plus-v2" and analyzer.backend not in FACEID_BACKENDS:
+            raise ConfigError(
+                message=f"model {spec.key} uses IP-Adapter FaceID, which needs 512-d ArcFace face embeddings: "
+                f"set LIKENESS_FACE_BACKEND=insightface (pip install insightface onnxruntime; its models are "
+                f"non-commercial), or pick a plus-face model. The {analyzer.backend} backend can't feed it."
+            )
+        analyzer.load()  # fail at startup, not on the first selfie
         sources = sorted({lora.source for preset in presets for lora in preset.loras})
-        return cls(settings, spec, load_model(settings, spec, sources), presets)
+        return cls(settings, spec, load_model(settings, spec, sources), presets, analyzer, scorer)
 
     @property
     def img2img(self) -> Any:
@@ -158,9 +193,13 @@ class Engine:
     ) -> list[GenerationResult]:
         """Serve several requests in ONE diffusers call; each keeps its own selfie, prompt and seeds.
 
-        Each output equals `portrait()` of that request alone within one pixel level. Raises
-        `ValueError` if the requests' batch keys differ, `OutOfMemory(batch=<images>)` when the
-        accelerator runs out of memory, `GenerationFailed` for other failures.
+        Each output equals `portrait()` of that request alone within one pixel level. With best-of-N
+        (`request.best_of`, the preset's or `settings.best_of`) each request's N candidates per image are
+        made in the same call, its best ones returned (their seeds in `seeds`); when none of a request's
+        candidates reaches `settings.likeness_threshold`, one retry at a higher identity strength follows.
+        Raises `NoFace`/`FaceTooSmall` for a selfie without a usable face, `ValueError` if the requests'
+        batch keys differ, `OutOfMemory(batch=<images>)` when the accelerator runs out of memory,
+        `GenerationFailed` for other failures.
         """
         if not requests:
             return []
@@ -169,34 +208,121 @@ class Engine:
         plans = [self._plan(request) for request in requests]
         if any(plan.key != plans[0].key for plan in plans):
             raise ValueError("portrait_batch needs requests with equal batch keys")
-        n_images = sum(len(request.seeds) for request in requests)
-        try:
-            # no_grad, not inference_mode: LoRA weights loaded here must stay usable by the edit pipelines.
-            with torch.no_grad():
-                images = self._run(requests, plans, [fn for fn in (progress or []) if fn is not None])
-        except LikenessError:
-            raise
-        except Exception as exc:
-            if _is_oom(exc):
-                _free_accelerator_memory()
-                raise OutOfMemory(batch=n_images) from exc
-            raise GenerationFailed() from exc
-        results = []
-        start = 0
-        for request, plan in zip(requests, plans, strict=True):
-            count = len(request.seeds)
-            results.append(
-                GenerationResult(
-                    images=images[start : start + count],
-                    seeds=list(request.seeds),
-                    metadata=self._metadata(request, plan),
+        counts = [self._best_of_count(request) for request in requests]
+        fns = [fn for fn in (progress or []) if fn is not None]
+        n_images = sum(len(r.seeds) * n for r, n in zip(requests, counts, strict=True))
+        # no_grad, not inference_mode: LoRA weights loaded here must stay usable by the edit pipelines.
+        with service_errors(batch=n_images), torch.no_grad():
+            faces = [self.faces.analyze(request.selfie) for request in requests]
+            # 1. Every request's candidates in one call (without best-of, its own seeds are the candidates).
+            first = [
+                replace(request, seeds=_candidate_seeds(request.seeds, n, attempt=1))
+                for request, n in zip(requests, counts, strict=True)
+            ]
+            images = self._run(first, plans, faces, fns)
+            outcomes: list[_Outcome] = []
+            for request, batched, plan, face, n, tried in zip(
+                requests, first, plans, faces, counts, _split(images, first), strict=True
+            ):
+                if n == 1:
+                    scores = [self._score(face.face, image) for image in tried]
+                    outcomes.append(_Outcome(tried, list(request.seeds), scores, [plan.identity_scale]))
+                    continue
+                candidates = [Candidate(image, seed) for image, seed in zip(tried, batched.seeds, strict=True)]
+                selection = select_best(candidates, self._scorer_for(face.face), keep=len(request.seeds))
+                outcomes.append(_Outcome.best_of(selection, [plan.identity_scale]))
+            # 2. One retry, at a higher identity strength, for requests whose candidates all fell short.
+            retry = [
+                i
+                for i, outcome in enumerate(outcomes)
+                if outcome.selection is not None
+                and needs_retry(outcome.selection.scores, self.settings.likeness_threshold)
+            ]
+            if retry:
+                retried = self._retry(
+                    [requests[i] for i in retry],
+                    [plans[i] for i in retry],
+                    [faces[i] for i in retry],
+                    [counts[i] for i in retry],
+                    [outcomes[i] for i in retry],
+                    fns,
                 )
+                for i, outcome in zip(retry, retried, strict=True):
+                    outcomes[i] = outcome
+        return [
+            GenerationResult(
+                images=outcome.images,
+                seeds=outcome.seeds,
+                metadata=self._metadata(request, plan, face, outcome, n),
             )
-            start += count
-        return results
+            for request, plan, face, outcome, n in zip(requests, plans, faces, outcomes, counts, strict=True)
+        ]
+
+    def _retry(
+        self,
+        requests: list[PortraitRequest],
+        plans: list[_Plan],
+        faces: list[FaceAnalysis],
+        counts: list[int],
+        outcomes: list[_Outcome],
+        progress: list[ProgressFn],
+    ) -> list[_Outcome]:
+        """Second best-of try for these requests: their new outcomes, picked from both tries' candidates.
+
+        Batch-mates share an identity scale, so their raised scales match too; requests whose raised
+        plans differ anyway (per-block scales of different presets) run in separate calls.
+        """
+        groups: dict[Hashable, list[int]] = {}
+        again: list[PortraitRequest] = []
+        again_plans: list[_Plan] = []
+        for i, (request, plan, n) in enumerate(zip(requests, plans, counts, strict=True)):
+            raised = replace(
+                request,
+                seeds=_candidate_seeds(request.seeds, n, attempt=2),
+                identity_scale=retry_identity_strength(plan.identity_scale),
+            )
+            again.append(raised)
+            again_plans.append(self._plan(raised))
+            groups.setdefault(again_plans[-1].key, []).append(i)
+        retried = list(outcomes)
+        for members in groups.values():
+            batch = [again[i] for i in members]
+            images = self._run(batch, [again_plans[i] for i in members], [faces[i] for i in members], progress)
+            for i, tried in zip(members, _split(images, batch), strict=True):
+                outcome, face = outcomes[i], faces[i]
+                assert outcome.selection is not None
+                selection = select_best(
+                    [Candidate(image, seed) for image, seed in zip(tried, again[i].seeds, strict=True)],
+                    self._scorer_for(face.face),
+                    keep=len(requests[i].seeds),
+                    earlier=outcome.selection,
+                )
+                retried[i] = _Outcome.best_of(selection, [*outcome.strengths, again_plans[i].identity_scale])
+        return retried
+
+    def _scorer_for(self, reference: Face) -> Callable[[Image.Image], float | None]:
+        return lambda image: self._score(reference, image)
+
+    def _score(self, reference: Face, image: Image.Image) -> float | None:
+        """Likeness of `image` to the selfie's face; a scoring failure must not lose the images (None)."""
+        try:
+            return self.scorer(reference, image)
+        except Exception:
+            log.warning("likeness scoring failed; reporting n/a", exc_info=True)
+            return None
+
+    def _best_of_count(self, request: PortraitRequest) -> int:
+        n = next(v for v in (request.best_of, request.preset.defaults.best_of, self.settings.best_of) if v is not None)
+        if not 1 <= n <= 8:
+            raise ValueError(f"best_of must be within 1..8, got {n}")
+        return n
 
     def _run(
-        self, requests: list[PortraitRequest], plans: list[_Plan], progress: list[ProgressFn]
+        self,
+        requests: list[PortraitRequest],
+        plans: list[_Plan],
+        faces: list[FaceAnalysis],
+        progress: list[ProgressFn],
     ) -> list[Image.Image]:
         model, plan = self.model, plans[0]
         pipe, device = model.pipe, model.device
@@ -212,18 +338,8 @@ class Engine:
                 for r, p in zip(requests, plans, strict=True)
             ]
         )
-        # 3. Identity: each request's own selfie embedding, once per seed, laid out as
-        #    [negatives of all images, positives of all images] — diffusers' batch order. Building this
-        #    ourselves and bypassing its repeat keeps each face with its own prompt (diffusers #9813).
-        negatives: list[torch.Tensor] = []
-        positives: list[torch.Tensor] = []
-        for request in requests:
-            encoded = pipe.prepare_ip_adapter_image_embeds([identity_image(request.selfie)], None, device, 1, guided)[0]
-            if guided:
-                negative, encoded = encoded.chunk(2)
-                negatives += [negative] * len(request.seeds)
-            positives += [encoded] * len(request.seeds)
-        ip_embeds = torch.cat(negatives + positives, dim=0)
+        # 3. Identity: each request's own face (crop, and ArcFace embedding for FaceID), once per seed.
+        per_image = [face for request, face in zip(requests, faces, strict=True) for _ in request.seeds]
         # 4. Noise: one generator per image, so a seed gives the same image alone or batched.
         generators = [torch.Generator(device="cpu").manual_seed(seed) for r in requests for seed in r.seeds]
 
@@ -234,10 +350,10 @@ class Engine:
             return kwargs
 
         # 5. Denoise and decode.
-        with _exact_ip_embeds(pipe, [ip_embeds]):
+        with identity_embeds(pipe, self.spec.identity_adapter.kind, per_image, device, guided) as ip:
             output = pipe(
                 **embeds.pipeline_kwargs(self.spec.family),
-                ip_adapter_image_embeds=[ip_embeds],
+                ip_adapter_image_embeds=ip,
                 num_inference_steps=plan.steps,
                 guidance_scale=plan.guidance,
                 width=plan.width,
@@ -248,9 +364,11 @@ class Engine:
             )
         return list(output.images)
 
-    def _metadata(self, request: PortraitRequest, plan: _Plan) -> dict[str, Any]:
+    def _metadata(
+        self, request: PortraitRequest, plan: _Plan, face: FaceAnalysis, outcome: _Outcome, best_of: int
+    ) -> dict[str, Any]:
         main = max(plan.parts, key=lambda part: part[0])
-        return {
+        meta: dict[str, Any] = {
             "model": self.model_key,
             "preset": request.preset.spec,
             "prompt": main[1],
@@ -263,13 +381,24 @@ class Engine:
             "steps": plan.steps,
             "guidance": plan.guidance,
             "scheduler": plan.scheduler,
-            "identity_scale": plan.identity_scale,
+            "identity_adapter": self.spec.identity_adapter.kind,
+            "identity_scale": outcome.identity_scales[0],
             "identity_layers": dict(plan.layer_scales) or None,
             "loras": [
                 {"source": lora.source, "weight_name": lora.weight_name, "weight": lora.weight} for lora in plan.loras
             ],
-            "seeds": list(request.seeds),
+            "seeds": list(outcome.seeds),
         }
+        meta.update(identity_metadata(face, outcome.scores))
+        if outcome.selection is not None:
+            meta["identity_scales"] = outcome.identity_scales
+            meta["best_of"] = {
+                **outcome.selection.record.as_metadata(),
+                "per_image": best_of,
+                "identity_strengths": outcome.strengths,
+                "threshold": self.settings.likeness_threshold,
+            }
+        return meta
 
     # --- edits and variations (likeness.generation._edits) ---------------------------------------
 
@@ -311,7 +440,7 @@ class Engine:
         model.pipe = model.img2img = model.inpaint = None
         model.loras.pipe = None
         gc.collect()
-        _free_accelerator_memory()
+        free_accelerator_memory()
 
 
 def _layer_scales(preset: EffectivePreset, scale: float) -> tuple[tuple[str, float], ...]:
@@ -336,28 +465,56 @@ def _layer_scales(preset: EffectivePreset, scale: float) -> tuple[tuple[str, flo
     )
 
 
-@contextmanager
-def _exact_ip_embeds(pipe: Any, embeds: list[torch.Tensor]) -> Iterator[None]:
-    """Make the pipeline use `embeds` as given.
+@dataclass
+class _Outcome:
+    """What one request gets back: images and seeds (chosen ones under best-of), scores, identity strengths."""
 
-    Its `prepare_ip_adapter_image_embeds` repeats given embeddings `batch_size` times, which is right
-    for one face and wrong for a batch of different faces (diffusers #9813): every prompt would see
-    every face. Shadowing the method on the instance, for this call only, keeps our exact layout.
+    images: list[Image.Image]
+    seeds: list[int]
+    scores: list[float | None]
+    strengths: list[float]  # identity strength of each try
+    selection: Selection[Image.Image] | None = None
+    identity_scales: list[float] = field(default_factory=list)  # per returned image
+
+    def __post_init__(self) -> None:
+        if not self.identity_scales:
+            self.identity_scales = [self.strengths[0]] * len(self.images)
+
+    @classmethod
+    def best_of(cls, selection: Selection[Image.Image], strengths: list[float]) -> _Outcome:
+        chosen = selection.chosen
+        return cls(
+            images=[c.image for c in chosen],
+            seeds=[c.seed for c in chosen],
+            scores=[c.score for c in chosen],
+            strengths=strengths,
+            selection=selection,
+            identity_scales=[strengths[c.attempt - 1] for c in chosen],
+        )
+
+
+def _split(images: list[Image.Image], requests: Sequence[PortraitRequest]) -> list[list[Image.Image]]:
+    """A batch's images, back to the requests that asked for them (one per seed, in order)."""
+    out, start = [], 0
+    for request in requests:
+        out.append(images[start : start + len(request.seeds)])
+        start += len(request.seeds)
+    return out
+
+
+def _candidate_seeds(seeds: tuple[int, ...], n: int, *, attempt: int) -> tuple[int, ...]:
+    """`n` candidate seeds per asked seed, derived from the asked ones so the same request repeats itself.
+
+    The first try starts with the asked seeds themselves (best-of-1 is the plain request); further
+    candidates and the retry's get seeds hashed from (asked seeds, try, index), in 0..2**63-1.
     """
-    pipe.prepare_ip_adapter_image_embeds = lambda *args, **kwargs: embeds
-    try:
-        yield
-    finally:
-        del pipe.prepare_ip_adapter_image_embeds
-
-
-def _is_oom(exc: BaseException) -> bool:
-    oom_types = tuple(t for t in (getattr(torch, "OutOfMemoryError", None), torch.cuda.OutOfMemoryError) if t)
-    return isinstance(exc, oom_types) or (isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
-
-
-def _free_accelerator_memory() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    elif torch.backends.mps.is_available():
-        torch.mps.empty_cache()
+    if n == 1 and attempt == 1:
+        return seeds
+    base = list(seeds) if attempt == 1 else []
+    extra = len(seeds) * n - len(base)
+    salt = ",".join(map(str, seeds))
+    derived = [
+        int.from_bytes(hashlib.blake2b(f"{salt}|{attempt}|{i}".encode(), digest_size=8).digest(), "big") >> 1
+        for i in range(extra)
+    ]
+    return tuple(base + derived)

@@ -24,6 +24,7 @@ from likeness.generation._tiny import (
     ADAPTER_FILE,
     ADAPTER_SUBFOLDER,
     ENCODER_SUBFOLDER,
+    FACEID_ADAPTER_FILE,
     LORA_FILE,
     ensure_tiny_lora,
     ensure_tiny_model,
@@ -108,7 +109,8 @@ def load_model(settings: Settings, spec: ModelSpec, lora_sources: list[str]) -> 
             tiny_root = ensure_tiny_model(settings.data_dir, spec.family, lora_sources)
             checkpoint = str(tiny_root / "checkpoint")
             adapter_repo = encoder_repo = str(tiny_root / "ip-adapter")
-            adapter_sub, adapter_file, encoder_sub = ADAPTER_SUBFOLDER, ADAPTER_FILE, ENCODER_SUBFOLDER
+            adapter_sub, encoder_sub = ADAPTER_SUBFOLDER, ENCODER_SUBFOLDER
+            adapter_file = FACEID_ADAPTER_FILE if spec.identity_adapter.kind == "faceid-plus-v2" else ADAPTER_FILE
         kwargs: dict[str, Any] = {_diffusers_dtype_kw(): dtype}
         if spec.variant:
             kwargs["variant"] = spec.variant
@@ -124,13 +126,17 @@ def load_model(settings: Settings, spec: ModelSpec, lora_sources: list[str]) -> 
         encoder_kwargs: dict[str, Any] = {"subfolder": encoder_sub, _transformers_dtype_kw(): dtype}
         encoder = CLIPVisionModelWithProjection.from_pretrained(encoder_repo, **encoder_kwargs)
         pipe.register_modules(image_encoder=encoder)
+        # Before `load_ip_adapter`: a FaceID checkpoint loads its own LoRA (`faceid_0`) there, and hot-swap
+        # must be enabled before the first LoRA.
+        if hasattr(pipe, "enable_lora_hotswap"):
+            pipe.enable_lora_hotswap(target_rank=spec.lora_rank)
         pipe.load_ip_adapter(adapter_repo, subfolder=adapter_sub, weight_name=adapter_file, image_encoder_folder=None)
         pipe.to(device)
     except Exception as exc:
         raise ModelUnavailable(model=spec.key, reason=_explain(exc)) from exc
     pipe.set_progress_bar_config(disable=True)
-    if hasattr(pipe, "enable_lora_hotswap"):
-        pipe.enable_lora_hotswap(target_rank=spec.lora_rank)
+    # Adapters present before any style LoRA (FaceID's `faceid_0`) stay on at weight 1 in every `set_adapters`.
+    fixed = tuple(getattr(pipe.unet, "peft_config", {}))
     # Derived after `load_ip_adapter`, or they would lack the image encoder (FIELD-NOTES). They share
     # every module, the scheduler included: run one pipeline at a time.
     img2img = AutoPipelineForImage2Image.from_pipe(pipe)
@@ -153,7 +159,15 @@ def load_model(settings: Settings, spec: ModelSpec, lora_sources: list[str]) -> 
         pipe=pipe,
         img2img=img2img,
         inpaint=inpaint,
-        loras=LoraBank(pipe, locate, hotswap=hasattr(pipe, "enable_lora_hotswap")),
+        # One slot per preset LoRA: after its first use, switching presets is a `set_adapters` call (~ms);
+        # hot-swapping into a reused slot (tens of ms of module walking) is left for operator extras.
+        loras=LoraBank(
+            pipe,
+            locate,
+            hotswap=hasattr(pipe, "enable_lora_hotswap"),
+            fixed=fixed,
+            capacity=max(LoraBank.capacity, len(lora_sources)),
+        ),
         base_scheduler=pipe.scheduler,
     )
 
@@ -165,15 +179,19 @@ class LoraBank:
     pipe: Any
     locate: Callable[[LoraRef], tuple[str, str | None]]
     hotswap: bool = False
+    fixed: tuple[str, ...] = ()  # adapters that belong to the model (FaceID's `faceid_0`): always on, weight 1
     capacity: int = 4
     slots: OrderedDict[str, str] = field(default_factory=OrderedDict)  # LoRA key -> adapter name
     _next_slot: int = 0
     _enabled: bool = True
 
     def activate(self, loras: tuple[LoraRef, ...]) -> None:
-        """Make exactly `loras` active, at their weights (none: every LoRA off)."""
+        """Make exactly `loras` active, at their weights (none: every style LoRA off, fixed ones stay on)."""
         if not loras:
-            if self.slots and self._enabled:
+            if self.fixed:
+                if self.slots:
+                    self.pipe.set_adapters(list(self.fixed), [1.0] * len(self.fixed))
+            elif self.slots and self._enabled:
                 self.pipe.disable_lora()
                 self._enabled = False
             return
@@ -186,7 +204,8 @@ class LoraBank:
         if not self._enabled:
             self.pipe.enable_lora()
             self._enabled = True
-        self.pipe.set_adapters([self.slots[lora.key] for lora in loras], [lora.weight for lora in loras])
+        names = [*self.fixed, *(self.slots[lora.key] for lora in loras)]
+        self.pipe.set_adapters(names, [*(1.0 for _ in self.fixed), *(lora.weight for lora in loras)])
 
     def _load(self, lora: LoraRef, wanted: set[str]) -> None:
         source, weight_name = self.locate(lora)

@@ -27,6 +27,7 @@ from likeness.presets import Preset, PresetCatalog
 
 __all__ = [
     "BUILTIN_MODELS",
+    "FACEID_BACKENDS",
     "IdentityAdapter",
     "ImageEncoder",
     "ModelSpec",
@@ -37,6 +38,10 @@ __all__ = [
 ]
 
 H94 = "h94/IP-Adapter"
+H94_FACEID = "h94/IP-Adapter-FaceID"
+
+FACEID_BACKENDS = ("insightface",)
+"""Face backends whose embeddings FaceID adapters were trained on (512-d ArcFace, insightface buffalo_l)."""
 _ENCODER_FILES = ("config.json", "model.safetensors")
 
 
@@ -45,12 +50,16 @@ class _Strict(BaseModel):
 
 
 class IdentityAdapter(_Strict):
-    """IP-Adapter weights that carry the selfie's identity into generation."""
+    """IP-Adapter weights that carry the selfie's identity into generation.
+
+    `plus-face`: CLIP features of the face crop. `faceid-plus-v2`: ArcFace embedding plus CLIP features of
+    the crop (needs `face_backend = "insightface"`); its checkpoint brings a LoRA, loaded as `faceid_0`.
+    """
 
     repo: str = Field(min_length=1, description="Hub repo id or local folder")
     subfolder: str = ""
     weight_name: str = Field(min_length=1)
-    kind: Literal["plus-face"] = "plus-face"
+    kind: Literal["plus-face", "faceid-plus-v2"] = "plus-face"
 
 
 class ImageEncoder(_Strict):
@@ -90,8 +99,20 @@ def _h94(family: str) -> tuple[IdentityAdapter, ImageEncoder]:
     return adapter, ImageEncoder(repo=H94, subfolder="models/image_encoder")
 
 
-def _tiny(key: str, family: Literal["sd15", "sdxl"]) -> ModelSpec:
+def _faceid(family: str) -> tuple[IdentityAdapter, ImageEncoder]:
+    # FaceID-Plus-v2 reads the crop with OpenCLIP ViT-H-14 (SD1.5 and SDXL alike): the very encoder h94 ships
+    # in `models/image_encoder`, so plus-face and FaceID models share one download.
+    adapter = IdentityAdapter(
+        repo=H94_FACEID, weight_name=f"ip-adapter-faceid-plusv2_{family}.bin", kind="faceid-plus-v2"
+    )
+    return adapter, ImageEncoder(repo=H94, subfolder="models/image_encoder")
+
+
+def _tiny(
+    key: str, family: Literal["sd15", "sdxl"], kind: Literal["plus-face", "faceid-plus-v2"] = "plus-face"
+) -> ModelSpec:
     # Repo names are placeholders: tiny weights are built locally and the loader swaps in their folder.
+    weight_name = "ip-adapter-faceid-plusv2_tiny.safetensors" if kind == "faceid-plus-v2" else None
     return ModelSpec(
         key=key,
         family=family,
@@ -99,7 +120,8 @@ def _tiny(key: str, family: Literal["sd15", "sdxl"]) -> ModelSpec:
         identity_adapter=IdentityAdapter(
             repo=f"likeness-tiny/{family}-ip-adapter",
             subfolder="models",
-            weight_name="ip-adapter-plus-face_tiny.safetensors",
+            weight_name=weight_name or "ip-adapter-plus-face_tiny.safetensors",
+            kind=kind,
         ),
         image_encoder=ImageEncoder(repo=f"likeness-tiny/{family}-ip-adapter", subfolder="models/image_encoder"),
         max_steps=4,
@@ -142,8 +164,29 @@ BUILTIN_MODELS: dict[str, ModelSpec] = {
             base=512,
             license="Stable Diffusion 1.5: CreativeML Open RAIL-M; IP-Adapter: Apache-2.0.",
         ),
+        ModelSpec(
+            key="sdxl-faceid",
+            family="sdxl",
+            checkpoint="SG161222/RealVisXL_V4.0",
+            identity_adapter=_faceid("sdxl")[0],
+            image_encoder=_faceid("sdxl")[1],
+            base=1024,
+            license="RealVisXL: CreativeML Open RAIL++-M; IP-Adapter-FaceID: non-commercial research only "
+            "(trained on insightface embeddings); insightface buffalo_l: non-commercial.",
+        ),
+        ModelSpec(
+            key="sd15-faceid",
+            family="sd15",
+            checkpoint="stable-diffusion-v1-5/stable-diffusion-v1-5",
+            identity_adapter=_faceid("sd15")[0],
+            image_encoder=_faceid("sd15")[1],
+            base=512,
+            license="Stable Diffusion 1.5: CreativeML Open RAIL-M; IP-Adapter-FaceID: non-commercial research "
+            "only (trained on insightface embeddings); insightface buffalo_l: non-commercial.",
+        ),
         _tiny("tiny", "sdxl"),
         _tiny("tiny-sd15", "sd15"),
+        _tiny("tiny-faceid", "sdxl", "faceid-plus-v2"),
     )
 }
 

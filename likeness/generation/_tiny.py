@@ -1,9 +1,9 @@
 """Built-in tiny models: real diffusers/transformers classes with small seeded random weights.
 
 They let tests, CI and `LIKENESS_MODEL=tiny` run the whole engine offline on a CPU in about a second.
-Everything is written to disk once (checkpoint, IP-Adapter in the h94 layout, style LoRAs) and then
-loaded through exactly the code path real weights take (`from_pretrained`, `load_ip_adapter`,
-`load_lora_weights`). Outputs are noise-like pictures: useful for shapes, determinism and plumbing.
+Everything is written to disk once (checkpoint, IP-Adapter plus-face and FaceID-Plus-v2 in the h94
+layouts, style LoRAs) and then loaded through exactly the code path real weights take (`from_pretrained`,
+`load_ip_adapter`, `load_lora_weights`). Outputs are noise-like pictures: useful for shapes, determinism and plumbing.
 """
 
 from __future__ import annotations
@@ -22,12 +22,15 @@ __all__ = ["TINY_VERSION", "ensure_tiny_lora", "ensure_tiny_model", "tiny_lora_d
 
 # Bump when anything below changes the weights or the layout: the folder name carries it, so an old
 # cache is simply ignored.
-TINY_VERSION = 1
+TINY_VERSION = 2
 LORA_RANK = 4
 LORA_FILE = "pytorch_lora_weights.safetensors"
 ADAPTER_SUBFOLDER = "models"
 ADAPTER_FILE = "ip-adapter-plus-face_tiny.safetensors"
+FACEID_ADAPTER_FILE = "ip-adapter-faceid-plusv2_tiny.safetensors"
 ENCODER_SUBFOLDER = "models/image_encoder"
+FACEID_EMBEDDING_DIM = 512
+"""ArcFace embedding size the FaceID adapter takes (insightface buffalo_l), kept real in the tiny model."""
 
 _TEXT_HIDDEN = 32
 _IMAGE_HIDDEN = 32
@@ -121,6 +124,7 @@ def _build(root: Path, family: str) -> None:
     pipe.save_pretrained(root / "checkpoint")
     shutil.rmtree(root / "tokenizer-src")
     _write_ip_adapter(root / "ip-adapter", pipe.unet, cross_attention_dim)
+    _write_faceid_adapter(root / "ip-adapter", pipe.unet, cross_attention_dim)
 
 
 def _bytes_to_unicode() -> dict[int, str]:
@@ -299,7 +303,14 @@ def _write_ip_adapter(folder: Path, unet: Any, cross_attention_dim: int) -> None
     for index in range(len(resampler.layers)):
         k, v = weights[f"layers.{index}.attn.to_k.weight"], weights[f"layers.{index}.attn.to_v.weight"]
         state[f"image_proj.layers.{index}.0.to_kv.weight"] = torch.cat([k, v], dim=0)
-    # One to_k_ip/to_v_ip pair per attention processor, numbered like h94: cross-attention ones are odd.
+    state.update(_ip_attention_weights(unet, cross_attention_dim))
+    (folder / ADAPTER_SUBFOLDER).mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in state.items()}, str(folder / ADAPTER_SUBFOLDER / ADAPTER_FILE))
+
+
+def _ip_attention_weights(unet: Any, cross_attention_dim: int) -> dict[str, torch.Tensor]:
+    """One to_k_ip/to_v_ip pair per attention processor, numbered like h94: cross-attention ones are odd."""
+    state: dict[str, torch.Tensor] = {}
     key_id = 1
     for name in unet.attn_processors:
         if name.endswith("attn1.processor"):
@@ -308,8 +319,48 @@ def _write_ip_adapter(folder: Path, unet: Any, cross_attention_dim: int) -> None
         for proj in ("to_k_ip", "to_v_ip"):
             state[f"ip_adapter.{key_id}.{proj}.weight"] = torch.randn(hidden, cross_attention_dim) * 0.3
         key_id += 2
+    return state
+
+
+def _write_faceid_adapter(folder: Path, unet: Any, cross_attention_dim: int) -> None:
+    """IP-Adapter FaceID-Plus-v2 weights in h94/IP-Adapter-FaceID's layout, with the LoRA it ships.
+
+    `image_proj`: the ID projection (`proj`, `norm`) and the face Resampler (`perceiver_resampler.*`) that
+    reads the CLIP hidden states of the face crop. `ip_adapter`: the to_k_ip/to_v_ip pairs, and a LoRA on
+    every attention processor (`<index>.to_{q,k,v,out}_lora.{down,up}`, numbered over all processors) that
+    diffusers' `load_ip_adapter` loads as adapter `faceid_0`.
+    """
+    from diffusers.models.embeddings import IPAdapterFaceIDPlusImageProjection
+    from safetensors.torch import save_file
+
+    # `shortcut` (v2) adds the ID tokens to the output: their width must be the UNet's cross-attention width.
+    projection = IPAdapterFaceIDPlusImageProjection(
+        embed_dims=cross_attention_dim,
+        output_dims=cross_attention_dim,
+        hidden_dims=_IMAGE_HIDDEN,
+        id_embeddings_dim=FACEID_EMBEDDING_DIM,
+        heads=1,  # diffusers reads `heads = to_q rows // 64`
+    )
+    weights = projection.state_dict()
+    state: dict[str, torch.Tensor] = {}
+    for key, value in weights.items():
+        if key.startswith("proj.net."):  # FeedForward names → h94's Sequential indices
+            state["image_proj." + key.replace("proj.net.0.proj.", "proj.0.").replace("proj.net.2.", "proj.2.")] = value
+        elif key.startswith("norm."):
+            state[f"image_proj.{key}"] = value
+        elif ".attn.to_k." not in key and ".attn.to_v." not in key:
+            state[f"image_proj.perceiver_resampler.{_h94_resampler_key(key)}"] = value
+    for index in range(len(projection.layers)):
+        k, v = weights[f"layers.{index}.attn.to_k.weight"], weights[f"layers.{index}.attn.to_v.weight"]
+        state[f"image_proj.perceiver_resampler.layers.{index}.0.to_kv.weight"] = torch.cat([k, v], dim=0)
+    state.update(_ip_attention_weights(unet, cross_attention_dim))
+    for key_id, name in enumerate(unet.attn_processors):
+        attn = unet.get_submodule(name.removesuffix(".processor"))
+        for proj, linear in (("to_q", attn.to_q), ("to_k", attn.to_k), ("to_v", attn.to_v), ("to_out", attn.to_out[0])):
+            state[f"ip_adapter.{key_id}.{proj}_lora.down.weight"] = torch.randn(LORA_RANK, linear.in_features) * 0.3
+            state[f"ip_adapter.{key_id}.{proj}_lora.up.weight"] = torch.randn(linear.out_features, LORA_RANK) * 0.3
     (folder / ADAPTER_SUBFOLDER).mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in state.items()}, str(folder / ADAPTER_SUBFOLDER / ADAPTER_FILE))
+    save_file({k: v.contiguous() for k, v in state.items()}, str(folder / ADAPTER_SUBFOLDER / FACEID_ADAPTER_FILE))
 
 
 def _h94_resampler_key(key: str) -> str:

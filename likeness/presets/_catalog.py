@@ -116,7 +116,8 @@ class PresetCatalog:
         block, a part without them counting its `identity_strength`), format and scheduler come from the
         heaviest part (first on ties), prompts stay separate weighted parts (the engine blends their
         embeddings), LoRAs are combined with their weight times the part's weight (the same LoRA in two
-        parts adds up), and the style image is the heaviest part's that has one.
+        parts adds up), the style image is the heaviest part's that has one, and `best_of` is the largest
+        any part sets.
         """
         parts = self._parse(spec)
         presets = [(self.get(name), weight) for name, weight in parts]
@@ -215,4 +216,6 @@ def _blend(weighted: list[tuple[GenerationDefaults, float]], main: GenerationDef
         format=main.format,
         scheduler=main.scheduler,
         identity_layers=layers,
+        # The most demanding part wins: fusing in a style that needs best-of-N still needs it.
+        best_of=max((d.best_of for d, _ in weighted if d.best_of is not None), default=None),
     )

@@ -47,6 +47,8 @@ class GenerationDefaults(_Strict):
     scheduler: str = "default"
     # Optional per-block identity scales, e.g. {"down": 0.5, "mid": 1.0, "up": 0.8}, for style freedom.
     identity_layers: dict[str, float] | None = None
+    # Optional best-of-N for styles that tend to lose the likeness; overrides the operator's `best_of`.
+    best_of: int | None = Field(default=None, ge=1, le=8)
 
     @field_validator("identity_layers")
     @classmethod

@@ -11,16 +11,13 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, get_args
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
-from likeness.errors import QueueUnavailable
+from likeness.queue._errors import redis_errors
 
 __all__ = ["AUDIT_STREAM", "BANS_KEY", "AbuseLog", "AuditEvent", "BanInfo", "EventKind"]
 
@@ -90,21 +87,21 @@ class AbuseLog:
             "detail": detail[:_MAX_DETAIL],
         }
         oldest = max(0, int(time.time() * 1000) - self._retention_ms)
-        async with _redis_errors():
+        async with redis_errors():
             entry_id = await self._redis.xadd(self._stream, fields, minid=f"{oldest}-0", approximate=False)  # type: ignore[arg-type]
         return _text(entry_id)
 
     async def expire(self) -> int:
         """Drop entries older than the retention now (also done on every `record`); returns how many."""
         oldest = max(0, int(time.time() * 1000) - self._retention_ms)
-        async with _redis_errors():
+        async with redis_errors():
             return int(await self._redis.xtrim(self._stream, minid=f"{oldest}-0", approximate=False))
 
     async def recent(self, kind: EventKind | None = None, limit: int = 20) -> list[AuditEvent]:
         """The newest events first, optionally of one kind."""
         found: list[AuditEvent] = []
         upper = "+"
-        async with _redis_errors():
+        async with redis_errors():
             while len(found) < limit:
                 page = await self._redis.xrevrange(self._stream, max=upper, min="-", count=_PAGE)
                 for entry_id, fields in page:
@@ -122,7 +119,7 @@ class AbuseLog:
         """Events per kind since `since` (default: the whole retention window), every kind present."""
         lower = "-" if since is None else str(int(since.timestamp() * 1000))
         tally: Counter[str] = Counter(dict.fromkeys(_KINDS, 0))
-        async with _redis_errors():
+        async with redis_errors():
             while True:
                 page = await self._redis.xrange(self._stream, min=lower, max="+", count=_PAGE)
                 tally.update(_event(entry_id, fields).kind for entry_id, fields in page)
@@ -134,25 +131,25 @@ class AbuseLog:
     async def ban(self, user_id: str | int, platform: str, *, reason: str, by: str | int) -> None:
         """Ban a user on one platform (recorded in the log too); their requests are refused before enqueue."""
         info = {"reason": reason[:_MAX_DETAIL], "by": str(by), "at": time.time()}
-        async with _redis_errors():
+        async with redis_errors():
             await self._redis.hset(BANS_KEY, _ban_field(user_id, platform), json.dumps(info))  # type: ignore[misc]
         await self.record("ban", user_id, platform, detail=f"by {by}: {reason}")
 
     async def unban(self, user_id: str | int, platform: str, *, by: str | int) -> bool:
         """Lift a ban; False if the user was not banned."""
-        async with _redis_errors():
+        async with redis_errors():
             removed = await self._redis.hdel(BANS_KEY, _ban_field(user_id, platform))  # type: ignore[misc]
         if removed:
             await self.record("unban", user_id, platform, detail=f"by {by}")
         return bool(removed)
 
     async def is_banned(self, user_id: str | int, platform: str) -> bool:
-        async with _redis_errors():
+        async with redis_errors():
             return bool(await self._redis.hexists(BANS_KEY, _ban_field(user_id, platform)))  # type: ignore[misc]
 
     async def bans(self) -> list[BanInfo]:
         """Every current ban, oldest first."""
-        async with _redis_errors():
+        async with redis_errors():
             raw = await self._redis.hgetall(BANS_KEY)  # type: ignore[misc]
         result = []
         for key, value in raw.items():
@@ -187,11 +184,3 @@ def _event(entry_id: bytes | str, fields: dict[Any, Any]) -> AuditEvent:
         detail=data.get("detail", ""),
         at=at,
     )
-
-
-@asynccontextmanager
-async def _redis_errors() -> AsyncIterator[None]:
-    try:
-        yield
-    except RedisError as exc:
-        raise QueueUnavailable() from exc

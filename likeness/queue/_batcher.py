@@ -1,7 +1,8 @@
 """Micro-batching: concurrently running arq jobs share one `portrait_batch` call when compatible.
 
 The worker runs several arq jobs at once (`max_jobs` = `max_batch`); each job hands its request to
-the batcher and awaits its own future. The batcher waits `window_s` after the first pending request,
+the batcher and awaits its own future. The batcher waits `window_s` after the first pending request
+(unless `more_coming` says no other job is on its way: then a lone job starts at once),
 takes up to `max_batch` pending requests with the first one's `batch_key`, and runs them as ONE engine
 call on a single engine thread (the engine is not thread-safe). Requests with other keys stay pending for
 the next round. Failures: `OutOfMemory` splits the batch in halves and retries each half; any other
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,8 +50,10 @@ class MicroBatcher:
         window_s: float,
         max_batch: int,
         on_batch: Callable[[int], None] | None = None,
+        more_coming: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
         self.engine = engine
+        self.more_coming = more_coming
         self.window_s = window_s
         self.max_batch = max(1, max_batch)
         self.on_batch = on_batch
@@ -83,7 +86,9 @@ class MicroBatcher:
                 self._pending = [i for i in self._pending if not i.future.done()]
                 if not self._pending:
                     break
-                await asyncio.sleep(self.window_s)
+                # Wait for batch-mates only when some may come: a lone job starts at once.
+                if len(self._pending) < self.max_batch and (self.more_coming is None or await self.more_coming()):
+                    await asyncio.sleep(self.window_s)
                 group = self._take_group()
                 if group:
                     await self._run(group)

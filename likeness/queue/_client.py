@@ -8,6 +8,8 @@ Limits and fair ordering: `_admission.py`.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import hashlib
 import secrets
@@ -23,7 +25,7 @@ from redis.asyncio import ConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import ResponseError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from likeness.config import Settings
@@ -56,7 +58,11 @@ __all__ = ["QueueClient"]
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
-_REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+# WatchError: arq's enqueue_job WATCHes the job key and handles a real conflict itself; one that escapes is
+# redis-py reporting a connection lost while watching (Redis restarting).
+_REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, WatchError, ConnectionError, OSError)
+
+_ENQUEUE_RETRIES_S = (0.1, 0.3, 1.0, 2.0)
 
 # KEYS: arq queue, arq in-progress key, arq job key. ARGV: job id. Removes a job that has not started.
 _REMOVE_QUEUED = """
@@ -423,21 +429,54 @@ class QueueClient:
             pipe.incr(_keys.stats_jobs(_keys.today()))
             pipe.expire(_keys.stats_jobs(_keys.today()), 2 * _keys.DAY_S)
             await pipe.execute()
-        await self.redis.enqueue_job(
-            _keys.ARQ_FUNCTION,
-            payload.job_id,
-            _job_id=payload.job_id,
-            _defer_until=datetime.fromtimestamp(score_ms / 1000, tz=UTC),
-            # arq drops a job whose key expired without running it: keep it past the selfie's TTL, so
-            # a very late job still runs and answers "expired" instead of vanishing.
-            _expires=self.settings.selfie_ttl_s + 3600,
-        )
-        position = await self.position(payload.job_id) or 1
-        eta = round(avg_s * position, 1)
-        await publish_progress(
-            self.redis, ProgressEvent(job_id=payload.job_id, stage="queued", position=position, eta_s=eta)
-        )
+        try:
+            await self._enqueue_arq(payload.job_id, score_ms)
+        except Exception:
+            if not await self._queued_anyway(payload.job_id, user):
+                raise
+        # Queued: from here on the job runs whatever happens, so position and the first progress event
+        # are best effort; a failure must not tell the user "failed" for a portrait that will arrive.
+        position, eta = 1, round(avg_s, 1)
+        with contextlib.suppress(*_REDIS_DOWN):
+            position = await self.position(payload.job_id) or 1
+            eta = round(avg_s * position, 1)
+            await publish_progress(
+                self.redis, ProgressEvent(job_id=payload.job_id, stage="queued", position=position, eta_s=eta)
+            )
         return Ticket(job_id=payload.job_id, position=position, eta_s=eta)
+
+    async def _enqueue_arq(self, job_id: str, score_ms: int) -> None:
+        """Hand the job to arq, riding out a short Redis outage (a restart): the job id makes repeats safe,
+        and a repeat that finds the job already there means an earlier try got through."""
+        for delay in (*_ENQUEUE_RETRIES_S, None):
+            try:
+                await self.redis.enqueue_job(
+                    _keys.ARQ_FUNCTION,
+                    job_id,
+                    _job_id=job_id,
+                    _defer_until=datetime.fromtimestamp(score_ms / 1000, tz=UTC),
+                    # arq drops a job whose key expired without running it: keep it past the selfie's TTL,
+                    # so a very late job still runs and answers "expired" instead of vanishing.
+                    _expires=self.settings.selfie_ttl_s + 3600,
+                )
+                return
+            except _REDIS_DOWN:
+                if delay is None:
+                    raise
+                await asyncio.sleep(delay)
+
+    async def _queued_anyway(self, job_id: str, user: str) -> bool:
+        """After a failed enqueue: True if arq got the job before the connection dropped; else take back
+        what `_enqueue` wrote, so neither the user's limit nor a retry with the same idempotency key is
+        held by a job that will never run (if Redis is down, both expire on their own)."""
+        with contextlib.suppress(*_REDIS_DOWN):
+            if await self.redis.exists(_keys.ARQ_JOB + job_id):
+                return True
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.delete(_keys.job(job_id))
+                pipe.zrem(_keys.active(user), job_id)
+                await pipe.execute()
+        return False
 
     async def _existing(self, keys: list[str]) -> list[str]:
         if not keys:

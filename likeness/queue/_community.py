@@ -7,16 +7,14 @@ stored, so operator defaults still apply to the rest.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from redis.exceptions import RedisError
 
 from likeness.config import Settings
-from likeness.errors import QueueUnavailable, UserError
+from likeness.errors import UserError
+from likeness.queue._errors import redis_errors
 
 __all__ = ["ChatSettings", "CommunitySettings"]
 
@@ -64,7 +62,7 @@ class CommunitySettings:
 
     async def get(self, platform: str, chat_id: str | int) -> ChatSettings:
         """The community's settings: stored changes over operator defaults."""
-        async with _redis_errors():
+        async with redis_errors():
             stored = await self._redis.hgetall(_key(platform, chat_id))  # type: ignore[misc]
         values: dict[str, Any] = dict(self._defaults)
         for name, raw in stored.items():
@@ -88,13 +86,13 @@ class CommunitySettings:
             raise UserError(message=f"Invalid value for {where}: {err['msg']}.") from exc
         fields = {name: json.dumps(getattr(updated, name)) for name in changes}
         if fields:
-            async with _redis_errors():
+            async with redis_errors():
                 await self._redis.hset(_key(platform, chat_id), mapping=fields)  # type: ignore[misc]
         return updated
 
     async def reset(self, platform: str, chat_id: str | int) -> None:
         """Forget every change: the community is back on operator defaults."""
-        async with _redis_errors():
+        async with redis_errors():
             await self._redis.delete(_key(platform, chat_id))
 
 
@@ -102,11 +100,3 @@ def _key(platform: str, chat_id: str | int) -> str:
     if not platform or ":" in platform:
         raise ValueError(f"invalid platform name {platform!r}")
     return _KEY.format(platform=platform, chat_id=chat_id)
-
-
-@asynccontextmanager
-async def _redis_errors() -> AsyncIterator[None]:
-    try:
-        yield
-    except RedisError as exc:
-        raise QueueUnavailable() from exc

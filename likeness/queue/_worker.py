@@ -147,7 +147,9 @@ class JobRunner:
             window_s=settings.batch_window_ms / 1000,
             max_batch=settings.max_batch,
             on_batch=self.metrics.batch_size.observe,
+            more_coming=self._more_coming,
         )
+        self._arriving = 0  # portrait jobs started but not yet handed to the batcher
         self.publisher = _Publisher(redis)
         self._gauges_task = asyncio.get_running_loop().create_task(self._update_gauges(), name="likeness-gauges")
 
@@ -224,16 +226,28 @@ class JobRunner:
             return await self._rework(payload), 1
         assert payload.portrait is not None and payload.selfie_blob_id is not None
         params = payload.portrait
-        selfie = await self._image(payload.selfie_blob_id)
-        request = self.request_factory(
-            selfie=selfie,
-            preset=self.engine.presets.resolve(params.preset),
-            prompt=params.prompt,
-            format=params.format,
-            seeds=tuple(payload.seeds),
-            identity_scale=params.identity_scale,
-        )
+        self._arriving += 1
+        try:
+            selfie = await self._image(payload.selfie_blob_id)
+            request = self.request_factory(
+                selfie=selfie,
+                preset=self.engine.presets.resolve(params.preset),
+                prompt=params.prompt,
+                format=params.format,
+                seeds=tuple(payload.seeds),
+                identity_scale=params.identity_scale,
+            )
+        finally:
+            self._arriving -= 1
         return await self.batcher.submit(request, self._progress_fn(payload.job_id))
+
+    async def _more_coming(self) -> bool:
+        """Whether a batch-mate may still arrive: a job of ours on its way, or one ready in the queue."""
+        if self._arriving:
+            return True
+        with contextlib.suppress(RedisConnectionError, RedisTimeoutError):
+            return bool(await self.redis.zcount(_keys.ARQ_QUEUE, "-inf", int(time.time() * 1000)))
+        return True
 
     async def _rework(self, payload: JobPayload) -> Any:
         """Edits and variations of an earlier image: one engine call each, on the engine thread."""

@@ -28,18 +28,24 @@ class Borrowed:
 
 
 @asynccontextmanager
-async def running_stack(settings: Settings, engine: Any) -> AsyncIterator[BotCore]:
-    """A worker serving `engine` plus an open `BotCore`; everything is stopped on exit."""
-    borrowed = Borrowed(engine)
-    worker = LikenessWorker(**worker_settings(settings, engine_factory=lambda _s: borrowed), handle_signals=False)
+async def serving_worker(settings: Settings, **factories: Any) -> AsyncIterator[None]:
+    """An arq worker on this loop (`factories`: see `worker_settings`; default: `Engine.load(settings)`)."""
+    worker = LikenessWorker(**worker_settings(settings, **factories), handle_signals=False)
     task = asyncio.create_task(worker.async_run())
     try:
-        async with QueueClient(settings) as queue:
-            yield BotCore(settings, queue)
+        yield
     finally:
-        worker.handle_sig(signal.SIGUSR1)
+        worker.handle_sig(signal.SIGUSR1)  # what SIGTERM does: cancel running jobs (arq requeues them)
         await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
         worker.tasks.clear()
         await worker.close()
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+@asynccontextmanager
+async def running_stack(settings: Settings, engine: Any) -> AsyncIterator[BotCore]:
+    """A worker serving `engine` plus an open `BotCore`; everything is stopped on exit."""
+    borrowed = Borrowed(engine)
+    async with serving_worker(settings, engine_factory=lambda _s: borrowed), QueueClient(settings) as queue:
+        yield BotCore(settings, queue)

@@ -1,0 +1,292 @@
+"""Builders for Telegram updates and a harness that runs the real bot against `tests.fakes.telegram_api`.
+
+Builders return Bot API JSON (what Telegram would send) and register messages/files with the fake server.
+`TelegramHarness` starts and stops the bot (`run_telegram`) and an in-process worker on the tiny engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import itertools
+import logging
+import signal
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from arq.worker import Worker
+from PIL import Image
+
+from likeness.bot.telegram import run_telegram
+from likeness.config import Settings
+from likeness.queue._worker import worker_settings
+from tests.fakes.telegram_api import FakeTelegram
+
+__all__ = [
+    "TelegramHarness",
+    "assert_no_unexpected_errors",
+    "callback_query",
+    "document_message",
+    "image_bytes",
+    "photo_message",
+    "reaction",
+    "text_message",
+    "user",
+]
+
+_query_ids = itertools.count(1)
+
+
+def user(user_id: int, name: str = "") -> dict[str, Any]:
+    return {"id": user_id, "is_bot": False, "first_name": name or f"user{user_id}"}
+
+
+def image_bytes(color: str = "peachpuff", size: int = 96, fmt: str = "JPEG") -> bytes:
+    """A small selfie stand-in (the tiny engine has no face check yet)."""
+    buf = io.BytesIO()
+    Image.new("RGB", (size, size), color).save(buf, fmt)
+    return buf.getvalue()
+
+
+def _message(
+    tg: FakeTelegram, chat: dict[str, Any], sender: dict[str, Any], *, thread_id: int | None, reply_to: Any
+) -> dict[str, Any]:
+    message: dict[str, Any] = {
+        "message_id": tg.new_message_id(chat["id"]),
+        "date": int(time.time()),
+        "chat": chat,
+        "from": sender,
+    }
+    if thread_id is not None:
+        message["message_thread_id"] = thread_id
+        message["is_topic_message"] = True
+    if reply_to is not None:
+        message["reply_to_message"] = {k: v for k, v in reply_to.items() if k != "reply_to_message"}
+    return message
+
+
+def _command_entities(text: str) -> list[dict[str, Any]]:
+    if not text.startswith("/"):
+        return []
+    return [{"type": "bot_command", "offset": 0, "length": len(text.split()[0])}]
+
+
+def text_message(
+    tg: FakeTelegram,
+    chat: dict[str, Any],
+    sender: dict[str, Any],
+    text: str,
+    *,
+    reply_to: dict[str, Any] | None = None,
+    thread_id: int | None = None,
+) -> dict[str, Any]:
+    """A text message; commands get their `bot_command` entity like Telegram sends it."""
+    message = _message(tg, chat, sender, thread_id=thread_id, reply_to=reply_to)
+    message["text"] = text
+    if entities := _command_entities(text):
+        message["entities"] = entities
+    return message
+
+
+def photo_message(
+    tg: FakeTelegram,
+    chat: dict[str, Any],
+    sender: dict[str, Any],
+    *,
+    caption: str | None = None,
+    image: bytes | None = None,
+    thread_id: int | None = None,
+    reply_to: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A photo message (a thumbnail and the full size, as Telegram sends them) with an optional caption."""
+    data = image or image_bytes()
+    thumb = tg.add_file(image_bytes(size=32))
+    full = tg.add_file(data)
+    message = _message(tg, chat, sender, thread_id=thread_id, reply_to=reply_to)
+    message["photo"] = [{**thumb, "width": 32, "height": 32}, {**full, "width": 96, "height": 96}]
+    if caption is not None:
+        message["caption"] = caption
+        if entities := _command_entities(caption):
+            message["caption_entities"] = entities
+    return message
+
+
+def document_message(
+    tg: FakeTelegram,
+    chat: dict[str, Any],
+    sender: dict[str, Any],
+    data: bytes,
+    *,
+    mime_type: str = "image/png",
+    file_name: str = "selfie.png",
+    caption: str | None = None,
+    size: int | None = None,
+) -> dict[str, Any]:
+    """A file sent "as document"; `size` overrides the announced file_size (for over-limit files)."""
+    stored = tg.add_file(data, size=size)
+    message = _message(tg, chat, sender, thread_id=None, reply_to=None)
+    message["document"] = {**stored, "file_name": file_name, "mime_type": mime_type}
+    if caption is not None:
+        message["caption"] = caption
+        if entities := _command_entities(caption):
+            message["caption_entities"] = entities
+    return message
+
+
+def callback_query(sender: dict[str, Any], message: dict[str, Any], data: str) -> dict[str, Any]:
+    """A press of an inline button under `message` (as stored by the fake server)."""
+    return {
+        "id": f"cq{next(_query_ids)}",
+        "from": sender,
+        "message": message,
+        "chat_instance": f"ci{message['chat']['id']}",
+        "data": data,
+    }
+
+
+def reaction(
+    chat: dict[str, Any], message_id: int, sender: dict[str, Any], new: list[str], old: list[str] | None = None
+) -> dict[str, Any]:
+    """A `message_reaction` update: the user's reactions on a message changed from `old` to `new`."""
+    return {
+        "chat": chat,
+        "message_id": message_id,
+        "user": sender,
+        "date": int(time.time()),
+        "old_reaction": [{"type": "emoji", "emoji": e} for e in old or []],
+        "new_reaction": [{"type": "emoji", "emoji": e} for e in new],
+    }
+
+
+class _SharedEngine:
+    """The session's tiny engine for each worker; the worker's shutdown must not close it."""
+
+    def __init__(self, engine: Any) -> None:
+        self._engine = engine
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._engine, name)
+
+    def close(self) -> None:
+        """Kept open for the next test."""
+
+
+@dataclass
+class TelegramHarness:
+    """The bot (real PTB app on the fake API) and a worker (tiny engine), started and stopped by tests."""
+
+    tg: FakeTelegram
+    settings: Settings
+    engine: Any
+    consumer_name: str = "test-bot"
+    claim_idle_s: float = 60.0
+    _bot: tuple[asyncio.Task[None], asyncio.Event] | None = None
+    _worker: tuple[Worker, asyncio.Task[Any]] | None = None
+    bot_runs: int = field(default=0)
+
+    async def start_bot(self, settings: Settings | None = None, *, ready: Callable[[], Any] | None = None) -> None:
+        """Run the bot in a task; returns once it polls (or once `ready()` is true, e.g. for webhooks)."""
+        assert self._bot is None, "bot already running"
+        stop = asyncio.Event()
+        seen = len(self.tg.allowed_updates_seen)
+        ready = ready or (lambda: len(self.tg.allowed_updates_seen) > seen)
+        task = asyncio.create_task(
+            run_telegram(
+                settings or self.settings,
+                stop=stop,
+                consumer_name=self.consumer_name,
+                poll_timeout_s=0.5,
+                claim_idle_s=self.claim_idle_s,
+            )
+        )
+        self._bot = (task, stop)
+        self.bot_runs += 1
+        deadline = time.monotonic() + 15
+        while not ready():
+            if task.done():
+                await task  # raises the startup error
+            assert time.monotonic() < deadline, "bot did not start polling"
+            await asyncio.sleep(0.02)
+
+    async def stop_bot(self, *, cancel: bool = False) -> None:
+        """Stop like the command does (`stop` event), or like `likeness up` does (cancel the task)."""
+        if self._bot is None:
+            return
+        task, stop = self._bot
+        self._bot = None
+        if cancel:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(task, 15)
+            return
+        stop.set()
+        await asyncio.wait_for(task, 15)
+
+    async def start_worker(self) -> None:
+        assert self._worker is None, "worker already running"
+        shared = _SharedEngine(self.engine)
+        worker = Worker(**worker_settings(self.settings, engine_factory=lambda _s: shared), handle_signals=False)
+        self._worker = (worker, asyncio.create_task(worker.async_run()))
+
+    async def stop_worker(self) -> None:
+        if self._worker is None:
+            return
+        worker, task = self._worker
+        self._worker = None
+        worker.handle_sig(signal.SIGUSR1)
+        await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
+        worker.tasks.clear()
+        await worker.close()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.stop_bot()
+        await self.stop_worker()
+
+    # --- conveniences for tests ------------------------------------------------------------------------
+
+    async def send(self, message: dict[str, Any]) -> dict[str, Any]:
+        await self.tg.inject("message", message)
+        return message
+
+    def texts(self, chat_id: int | None = None) -> list[str]:
+        """Every text the bot sent or edited to (in order), for assertions on what the user saw."""
+        return [str(c.params["text"]) for c in self.tg.calls_of("sendMessage", "editMessageText", chat_id=chat_id)]
+
+
+@contextlib.asynccontextmanager
+async def harness(tg: FakeTelegram, settings: Settings, engine: Any, **kwargs: Any) -> AsyncIterator[TelegramHarness]:
+    h = TelegramHarness(tg, settings, engine, **kwargs)
+    try:
+        yield h
+    finally:
+        await h.close()
+
+
+_ENGINES: dict[str, Any] = {}
+
+
+def shared_tiny_engine(data_dir: Any) -> Any:
+    """The tiny engine, loaded once per test session (it takes seconds; tests only need its outputs)."""
+    key = str(data_dir)
+    if key not in _ENGINES:
+        from likeness.generation import Engine
+
+        settings = Settings(_env_file=None, model="tiny", device="cpu", dtype="float32", data_dir=data_dir)  # type: ignore[call-arg]
+        _ENGINES[key] = Engine.load(settings)
+    return _ENGINES[key]
+
+
+def assert_no_unexpected_errors(caplog: Any) -> None:
+    """A handler or delivery that crashed is logged at ERROR by the bot's error sink: a test must see none."""
+    bad = [
+        f"{r.name}: {r.getMessage()}"
+        for r in caplog.records
+        if r.levelno >= logging.ERROR and r.name.startswith(("likeness.bot", "telegram"))
+    ]
+    assert not bad, bad
