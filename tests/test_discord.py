@@ -42,6 +42,7 @@ from tests.helpers.discord import (
     wait_result,
     wait_text,
 )
+from tests.helpers.faces import astronaut, jpeg_with_exif
 from tests.helpers.queue import running_worker
 
 
@@ -89,7 +90,7 @@ async def test_commands_are_registered_once_and_resynced_on_demand(settings: Set
 
 async def test_portrait_happy_path_with_the_tiny_model(settings: Settings, fake: FakeDiscord) -> None:
     async with running_bot(settings, fake) as client, real_worker(settings):
-        selfie = fake.add_attachment(png("peachpuff"))
+        selfie = fake.add_attachment(jpeg_with_exif(astronaut()), filename="me.jpg", content_type="image/jpeg")
         payload = portrait(fake, selfie, preset="ghibli", prompt="smiling")
         record = fake.interactions[payload["token"]]
         sent_at = time.monotonic()
@@ -108,14 +109,23 @@ async def test_portrait_happy_path_with_the_tiny_model(settings: Settings, fake:
         image = Image.open(io.BytesIO(fake.files[original][0]))
         assert image.format == "PNG" and image.width >= 64
         assert read_provenance(fake.files[original][0]) is not None, "the AI-generated marker reaches Discord"
+        assert not image.getexif(), "no EXIF (camera, GPS) from the selfie"
         result_id = await _linked(client, message)
         assert result_id is not None, "the result message is linked to its result"
         result = await client.core.queue.get_result(result_id)
-        assert f"seed {result.seeds[0]}" in message["content"] and "Likeness" in message["content"]
+        assert f"seed {result.seeds[0]}" in message["content"]
+        score = result.metadata["likeness_scores"][0]  # type: ignore[index]  # None: no face in the tiny output
+        assert (f"Likeness {score:.0f} %" if score is not None else "Likeness n/a") in message["content"]
         buttons = [b for row in message["components"] for b in row["components"]]
         assert [b["custom_id"] for b in buttons] == [f"lk:{a}:{result_id}" for a in ("reroll", "edit", "vary", "full")]
         assert [b["label"] for b in buttons] == ["🔄 Reroll", "✏️ Edit", "✨ Variations", "📥 Full size"]
         assert await _pending(client) == 0, "the delivery was acked"
+
+        no_face = portrait(fake, fake.add_attachment(png("peachpuff")))
+        await fake.dispatch("INTERACTION_CREATE", no_face)
+        await fake.wait_for(lambda: fake.interactions[no_face["token"]]["original"], timeout=5)
+        answer = await wait_text(fake, fake.interactions[no_face["token"]]["original"], "couldn't find a face", 60)
+        assert not answer["attachments"] and not answer["components"]
 
 
 async def _private(fake: FakeDiscord, payload: dict[str, Any]) -> str:

@@ -75,7 +75,8 @@ def test_the_discord_bot_never_imports_torch() -> None:
 
 
 async def test_likeness_up_serves_discord_with_its_own_worker(redis_url: str, tmp_path: Path) -> None:
-    from tests.helpers.discord import png, portrait
+    from tests.helpers.discord import portrait
+    from tests.helpers.faces import astronaut, jpeg_with_exif
 
     async with FakeDiscord() as fake:
         env = _env(
@@ -94,7 +95,8 @@ async def test_likeness_up_serves_discord_with_its_own_worker(redis_url: str, tm
             )
             try:
                 await fake.wait_for(lambda: fake.identifies or proc.returncode is not None, timeout=90)
-                payload = portrait(fake, fake.add_attachment(png()))
+                selfie = fake.add_attachment(jpeg_with_exif(astronaut()), content_type="image/jpeg")
+                payload = portrait(fake, selfie)
                 await fake.dispatch("INTERACTION_CREATE", payload)
                 record = fake.interactions[payload["token"]]
                 await fake.wait_for(lambda: record["original"] and fake.message(record["original"])["attachments"], 90)
