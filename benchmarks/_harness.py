@@ -24,11 +24,11 @@ __all__ = ["in_process_worker", "origin", "selfie_bytes", "selfie_image"]
 def _astronaut() -> Image.Image:
     from skimage import data  # a real face that ships with scikit-image (the test extra)
 
-    return Image.fromarray(data.astronaut()).convert("RGB").resize((256, 256))
+    return Image.fromarray(data.astronaut()).convert("RGB")
 
 
 def selfie_image() -> Image.Image:
-    """A real face photo (the engine analyses every selfie), 256²."""
+    """A real face photo (the engine analyses every selfie; the face must be ≥ 64 px), 512²."""
     return _astronaut().copy()
 
 

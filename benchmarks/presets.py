@@ -34,8 +34,12 @@ def run(ctx: BenchContext) -> BenchResult:
     base = engine.presets.resolve(BASE)
     lora_presets = [p for p in engine.presets if p.loras]
     variants = [base.model_copy(update={"loras": p.loras}) for p in lora_presets]
-    if len(variants) <= model.loras.capacity:
-        raise RuntimeError(f"need more than {model.loras.capacity} LoRA presets to force hot-swaps")
+    if len(variants) < 2:
+        raise RuntimeError("need at least 2 LoRA presets")
+    # The engine keeps one slot per preset LoRA, so switching presets hits a cached slot. To also measure
+    # the hot-swap that operator extras beyond the bank need, run with one slot fewer than the variants.
+    default_capacity = model.loras.capacity
+    model.loras.capacity = len(variants) - 1
     selfie = selfie_image()
     rounds = 6 if ctx.quick else 24
 
@@ -61,6 +65,7 @@ def run(ctx: BenchContext) -> BenchResult:
                 timings["same"].append(portrait(variants[i % len(variants)]))
                 timings["cached"].append(portrait(variants[(i - 1) % len(variants)]))
         reloaded = _identity(model) != identity
+    model.loras.capacity = default_capacity
     hotswaps = sum(1 for call in loads if call.get("hotswap"))
 
     result = BenchResult(NAME, TITLE)
@@ -81,8 +86,10 @@ def run(ctx: BenchContext) -> BenchResult:
         )
     added = {row["request"]: row["added_activate_ms"] for row in result.rows}
     result.targets += [
-        Target("added by a LoRA hot-swap (activate p50)", added["hotswap"], 20, "<=", " ms"),
-        Target("added by a cached-slot switch (activate p50)", added["cached"], 20, "<=", " ms"),
+        Target(
+            "added by a preset switch (cached slot, the default for preset LoRAs)", added["cached"], 20, "<=", " ms"
+        ),
+        Target("added by a LoRA hot-swap (LoRAs beyond the bank)", added["hotswap"], 20, "<=", " ms"),
         Target("from_pretrained calls while switching", from_pretrained_calls(), 0, "<="),
         Target("base model objects replaced while switching", float(reloaded), 0, "<="),
         Target("hot-swap requests that swapped in place", hotswaps, rounds, ">="),

@@ -12,6 +12,7 @@ from PIL import Image
 
 from likeness.config import Settings
 from likeness.generation import Engine, PortraitRequest
+from likeness.generation._provenance import mark, read_provenance
 from likeness.images import load_image
 from likeness.presets import size_for
 from tests.helpers.faces import astronaut, jpeg_with_exif
@@ -56,6 +57,8 @@ def test_generate_writes_clean_pngs_of_the_format_size(
             assert img.format == "PNG"
             assert img.size == size_for("story", 64, 16)
             assert not img.getexif() and "exif" not in img.info
+        marker = read_provenance(path.read_bytes())
+        assert marker is not None and marker["watermark"] is not None, "outputs are marked as AI-generated"
     with Image.open(paths[0]) as a, Image.open(paths[1]) as b:
         assert a.tobytes() != b.tobytes()  # two seeds, two pictures
         # The same request in this process gives the same pixels: same weights on disk, same code path.
@@ -70,8 +73,8 @@ def test_generate_writes_clean_pngs_of_the_format_size(
             expected = engine.portrait(request).images
         finally:
             engine.close()
-        assert a.convert("RGB").tobytes() == expected[0].tobytes()
-        assert b.convert("RGB").tobytes() == expected[1].tobytes()
+        assert a.convert("RGB").tobytes() == mark(expected[0]).tobytes()
+        assert b.convert("RGB").tobytes() == mark(expected[1]).tobytes()
 
 
 def test_generate_rejects_bad_input_with_one_clear_line(tmp_path: Path, shared_data_dir: Path) -> None:

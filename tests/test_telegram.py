@@ -17,6 +17,7 @@ from tests.helpers.telegram import (
     assert_no_unexpected_errors,
     callback_query,
     document_message,
+    edit_answer,
     harness,
     image_bytes,
     photo_message,
@@ -176,6 +177,11 @@ async def test_buttons_reroll_edit_variations_full_size(h, tg):
     assert len({album.files[m["media"].removeprefix("attach://")] for m in album.params["media"]}) == 4
     keyboard = await tg.wait_for(lambda: [c for c in tg.calls_of("sendMessage") if _buttons(c)])
     assert [b.split(":")[1] for b in _buttons(keyboard[0])] == ["reroll", "edit", "vary", "full"]
+    # every photo of the album is linked to the result: a reply to the third one is an edit of it
+    await tg.wait_call("deleteMessage", count=3)  # the progress message goes once all links are stored
+    third = tg.messages[(101, album.result[2]["message_id"])]
+    edit = await h.send(text_message(tg, chat, ALICE, "add sunglasses", reply_to=third))
+    await tg.wait_for(lambda: edit_answer(tg, edit), timeout=30, what="the edit's answer")
 
     await tg.inject("callback_query", callback_query(ALICE, result, f"lk:full:{result_id}"))
     document = (await tg.wait_call("sendDocument"))[-1]
@@ -264,12 +270,9 @@ async def test_text_reply_to_a_result_is_an_edit_request(h, tg):
     _, photo = await _portrait(h, chat, ALICE)
     result = _result_message(tg, photo)
     edit = await h.send(text_message(tg, chat, ALICE, "make the hair blue", reply_to=result))
-    # The engine has no edits yet: the worker answers clearly instead of failing obscurely.
-    answer = await tg.wait_for(
-        lambda: [c for c in tg.calls_of("sendMessage") if "Edits are not available yet" in c.params["text"]],
-        timeout=30,
-    )
-    assert _reply_id(answer[0]) == edit["message_id"]
+    # The edited image replies to the edit request (until the engine can edit, the worker says so clearly).
+    answer = await tg.wait_for(lambda: edit_answer(tg, edit), timeout=30, what="the edit's answer")
+    assert _reply_id(answer) == edit["message_id"]
     progress = next(c for c in tg.calls_of("sendMessage") if _reply_id(c) == edit["message_id"])
     assert progress.params["text"].startswith("⏳")
     # a reply to some other message is ordinary conversation: no answer

@@ -10,9 +10,9 @@ from PIL import Image
 
 from likeness.bot._texts import HELP
 from likeness.errors import NoFace
-from likeness.queue import Delivery, append_delivery
 from likeness.redis_server import RedisServer
 from tests.fakes.telegram_api import FakeTelegram
+from tests.helpers.faces import coffee
 from tests.helpers.telegram import (
     assert_no_unexpected_errors,
     document_message,
@@ -149,39 +149,25 @@ async def test_per_user_limit_and_full_queue_are_explained_and_keep_queued_jobs(
 
 
 async def test_a_failed_job_from_the_worker_is_answered_with_its_reason(h, tg, tg_settings):
-    """No face found: the worker delivers the failure; the bot shows its text, replying to the request."""
+    """No face found: the worker fails the job; the bot shows its text, replying to the request."""
+    await h.start_worker()
     await h.start_bot()
     chat = tg.chat(101)
-    request = await h.send(photo_message(tg, chat, ALICE, caption="/portrait ghibli"))
-    await tg.wait_for(lambda: [t for t in h.texts() if "in the queue" in t or "Starting" in t], what="ticket")
-    progress = tg.calls_of("sendMessage")[0]
-    # The tiny engine has no face check yet, so the worker's failed delivery is written as the worker does.
-    client = aioredis.Redis.from_url(tg_settings.redis_dsn)
-    try:
-        from likeness.queue import QueueClient
-
-        async with QueueClient(tg_settings) as queue:
-            [job_id] = [m.decode() for m in await client.zrange("arq:queue", 0, -1)]
-            payload = await queue.get_job(job_id)
-            assert payload is not None
-        error = NoFace()
-        delivery = Delivery(
-            job_id=job_id,
-            kind="portrait",
-            origin=payload.origin,
-            error_code=error.code,
-            user_message=error.user_message,
-        )
-        await append_delivery(client, delivery, marker_ttl_s=60)
-    finally:
-        await client.aclose()
-    answer = await tg.wait_for(lambda: [c for c in tg.calls_of("sendMessage") if "find a face" in c.params["text"]])
+    buf = io.BytesIO()
+    coffee().save(buf, "JPEG")
+    request = await h.send(photo_message(tg, chat, ALICE, caption="/portrait ghibli", image=buf.getvalue()))
+    answer = await tg.wait_for(
+        lambda: [c for c in tg.calls_of("sendMessage") if "find a face" in c.params["text"]], timeout=60
+    )
+    assert answer[0].params["text"] == f"⚠️ {NoFace().user_message}"
     assert int(answer[0].params["reply_parameters"]["message_id"]) == request["message_id"]
+    progress = tg.calls_of("sendMessage")[0]
     await tg.wait_for(
         lambda: [
             c for c in tg.calls_of("deleteMessage") if int(c.params["message_id"]) == progress.result["message_id"]
         ]
     )
+    assert not tg.calls_of("sendPhoto")
 
 
 async def test_redis_down_is_temporarily_unavailable_and_the_bot_recovers(

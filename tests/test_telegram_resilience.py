@@ -21,6 +21,7 @@ from tests.fakes.telegram_api import FakeTelegram
 from tests.helpers.telegram import (
     assert_no_unexpected_errors,
     callback_query,
+    edit_answer,
     harness,
     photo_message,
     shared_tiny_engine,
@@ -111,8 +112,8 @@ async def test_buttons_work_after_a_restart(h, tg):
     rerolled = (await tg.wait_call("sendPhoto", count=2, timeout=30))[-1]
     assert int(rerolled.params["reply_parameters"]["message_id"]) == result["message_id"], tg.summary()
     # a reply to the old result is still recognised too (the message → result link lives in Redis)
-    await h.send(text_message(tg, chat, ALICE, "make the hair blue", reply_to=result))
-    await tg.wait_for(lambda: [t for t in h.texts() if "Edits are not available yet" in t], timeout=30)
+    edit = await h.send(text_message(tg, chat, ALICE, "make the hair blue", reply_to=result))
+    await tg.wait_for(lambda: edit_answer(tg, edit), timeout=30, what="the edit's answer")
 
 
 async def test_transient_send_failure_is_retried_and_sent_once(h, tg, tg_settings):

@@ -49,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _generate(args: argparse.Namespace, settings: Settings) -> int:
     from likeness.errors import PromptTooLong
-    from likeness.images import encode_image, load_image
+    from likeness.generation._provenance import encode_with_provenance
+    from likeness.images import load_image
     from likeness.presets import PresetCatalog, get_format
 
     if not 1 <= args.count <= MAX_IMAGES:
@@ -103,7 +104,8 @@ def _generate(args: argparse.Namespace, settings: Settings) -> int:
     label = re.sub(r"[^A-Za-z0-9-]+", "_", preset.spec).strip("_")
     for seed, image in zip(result.seeds, result.images, strict=True):
         path = args.output / f"{args.selfie.stem}-{label}-{seed}.png"
-        path.write_bytes(encode_image(image, "png"))
+        marker = {"model": engine.model_key, "preset": preset.spec}
+        path.write_bytes(encode_with_provenance(image, "png", extra=marker, watermark=settings.watermark))
         print(path)
     return 0
 

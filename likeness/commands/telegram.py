@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import signal
 import sys
+
+from likeness.logs import setup_logging
 
 __all__ = ["add_arguments", "run"]
 
@@ -37,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(settings)
     from telegram.error import InvalidToken, NetworkError
 
     from likeness.errors import ConfigError

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from likeness.config import Settings
 
+from likeness.logs import setup_logging
+
 __all__ = ["add_arguments", "run"]
 
 
@@ -22,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
     from likeness.config import Settings
 
     settings = Settings()  # type: ignore[call-arg]
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(settings)
     if args.check:
         import asyncio
 

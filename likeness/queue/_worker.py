@@ -56,6 +56,7 @@ DEFAULT_MAX_TRIES = 3
 STEP_EVENTS_PER_S = 4.0
 _DEADLINE_MARGIN_S = 2.0
 _DURATIONS_KEPT = 20
+_READY_PEEK = 64  # ready jobs looked at when deciding whether to wait for batch-mates
 
 EngineFactory = Callable[[Settings], Any]
 RequestFactory = Callable[..., Any]
@@ -242,9 +243,21 @@ class JobRunner:
         return await self.batcher.submit(request, self._progress_fn(payload.job_id))
 
     async def _more_coming(self) -> bool:
-        """Whether a batch-mate may still arrive: a job of ours on its way, or one ready in the queue."""
+        """Whether a batch-mate may still arrive: a job of ours on its way, or one ready in the queue that no
+        worker has started (arq keeps running jobs in its queue until they finish)."""
         if self._arriving:
             return True
+        with contextlib.suppress(RedisConnectionError, RedisTimeoutError):
+            now_ms = int(time.time() * 1000)
+            ready = await self.redis.zrangebyscore(_keys.ARQ_QUEUE, "-inf", now_ms, start=0, num=_READY_PEEK)
+            if not ready:
+                return False
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for job_id in ready:
+                    pipe.exists(_keys.ARQ_IN_PROGRESS + (job_id.decode() if isinstance(job_id, bytes) else job_id))
+                started = await pipe.execute()
+            return not all(started)
+        return True
         with contextlib.suppress(RedisConnectionError, RedisTimeoutError):
             return bool(await self.redis.zcount(_keys.ARQ_QUEUE, "-inf", int(time.time() * 1000)))
         return True

@@ -18,21 +18,24 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from arq.worker import Worker
-from PIL import Image
 
 from likeness.bot.telegram import run_telegram
 from likeness.config import Settings
 from likeness.queue._worker import worker_settings
 from tests.fakes.telegram_api import FakeTelegram
+from tests.helpers.faces import astronaut
 
 __all__ = [
     "TelegramHarness",
     "assert_no_unexpected_errors",
     "callback_query",
     "document_message",
+    "edit_answer",
+    "harness",
     "image_bytes",
     "photo_message",
     "reaction",
+    "shared_tiny_engine",
     "text_message",
     "user",
 ]
@@ -44,10 +47,13 @@ def user(user_id: int, name: str = "") -> dict[str, Any]:
     return {"id": user_id, "is_bot": False, "first_name": name or f"user{user_id}"}
 
 
-def image_bytes(color: str = "peachpuff", size: int = 96, fmt: str = "JPEG") -> bytes:
-    """A small selfie stand-in (the tiny engine has no face check yet)."""
+def image_bytes(size: int | None = None, fmt: str = "JPEG") -> bytes:
+    """A selfie: a real face photo (the engine analyses every selfie), optionally shrunk (thumbnails)."""
+    image = astronaut()
+    if size is not None:
+        image = image.resize((size, size))
     buf = io.BytesIO()
-    Image.new("RGB", (size, size), color).save(buf, fmt)
+    image.save(buf, fmt)
     return buf.getvalue()
 
 
@@ -290,3 +296,18 @@ def assert_no_unexpected_errors(caplog: Any) -> None:
         if r.levelno >= logging.ERROR and r.name.startswith(("likeness.bot", "telegram"))
     ]
     assert not bad, bad
+
+
+def edit_answer(tg: FakeTelegram, edit: dict[str, Any]) -> Any:
+    """The bot's final answer to an edit request `edit`: the edited image (a photo replying to it, with the
+    result buttons) or, while the engine has no edits, the worker's clear refusal. None until it came."""
+    for call in tg.calls_of("sendPhoto", "sendMessage"):
+        reply = call.params.get("reply_parameters")
+        if not reply or int(reply["message_id"]) != edit["message_id"]:
+            continue
+        if call.method == "sendPhoto":
+            assert call.params.get("reply_markup"), "an edited image comes with the buttons"
+            return call
+        if "Edits are not available yet" in call.params["text"]:
+            return call
+    return None

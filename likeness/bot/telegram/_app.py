@@ -26,6 +26,7 @@ from likeness.bot.telegram._handlers import register_handlers
 from likeness.bot.telegram._progress import ProgressTracker
 from likeness.config import Settings
 from likeness.errors import ConfigError
+from likeness.logs import RedactingFilter, configured_secrets
 from likeness.queue import DeliveryConsumer, QueueClient
 
 __all__ = ["ALLOWED_UPDATES", "build_application", "run_telegram", "serve"]
@@ -111,7 +112,8 @@ async def serve(
     `consumer_name` must be stable per replica (default: the host name): after a restart the replica
     first gets the deliveries it had taken but not sent. Stopping lets the delivery in flight finish.
     """
-    redact = _RedactToken(_token(settings))
+    _token(settings)  # refuse clearly before anything starts
+    redact = RedactingFilter(configured_secrets(settings))
     for name in _URL_LOGGERS:
         logging.getLogger(name).addFilter(redact)
     app = build_application(settings, core)
@@ -173,21 +175,6 @@ async def _start_webhook(app: Application, settings: Settings) -> None:  # type:
         secret_token=secret,
         allowed_updates=ALLOWED_UPDATES,
     )
-
-
-class _RedactToken(logging.Filter):
-    """The Bot API puts the token in every URL, and HTTP clients log URLs: replace it before any handler sees it."""
-
-    def __init__(self, token: str) -> None:
-        super().__init__()
-        self._secret = token.split(":", 1)[-1]  # the part after the bot id; also found URL-encoded (%3A)
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if self._secret in message:
-            record.msg = message.replace(self._secret, "<token>")
-            record.args = None
-        return True
 
 
 def _token(settings: Settings) -> str:
