@@ -1,9 +1,8 @@
-"""`likeness discord`: run the Discord bot (a worker serves the queue elsewhere, e.g. `likeness worker`)."""
+"""`likeness discord`: run the Discord bot until SIGINT/SIGTERM (a worker serves the queue elsewhere)."""
 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 __all__ = ["add_arguments", "run"]
@@ -18,9 +17,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from likeness.config import Settings
+    from pydantic import ValidationError
 
-    settings = Settings()
+    from likeness.config import Settings
+    from likeness.errors import ConfigError
+    from likeness.logs import setup_logging
+
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        print(f"Invalid configuration:\n{exc}", file=sys.stderr)
+        return 2
     if settings.discord_token is None:
         print(
             "LIKENESS_DISCORD_TOKEN is not set. Create an application at https://discord.com/developers/applications,\n"
@@ -28,7 +35,11 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        setup_logging(settings)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     from likeness.bot.discord import run_discord
 
     return run_discord(settings, force_sync=args.sync)
