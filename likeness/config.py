@@ -49,6 +49,7 @@ class Settings(BaseSettings):
     telegram_webhook_port: int = 8443
     discord_token: SecretStr | None = None
     discord_api_url: str = "https://discord.com/api/v10"
+    discord_threads: bool = Field(False, description="Open a thread under each new Discord portrait for its edits")
 
     # --- access -----------------------------------------------------------------------------------
     allowed_chats: IdList = Field(default_factory=list, description="Telegram chat ids / Discord guild ids")

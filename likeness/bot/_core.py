@@ -32,7 +32,8 @@ from likeness.bot._texts import (
     stats_text,
 )
 from likeness.config import Settings
-from likeness.errors import LikenessError, UserError
+from likeness.errors import LikenessError, PromptTooLong, UserError
+from likeness.presets import get_format
 from likeness.queue import Delivery, Origin, PortraitParams, QueueClient, ResultRecord, Ticket
 from likeness.queue._abuse import AbuseLog
 from likeness.queue._community import ChatSettings, CommunitySettings
@@ -89,6 +90,17 @@ class BotCore:
         await self.abuse.record("request", origin.user_id, origin.platform, origin.chat_id, ticket.job_id, detail)
         return ticket
 
+    async def check_portrait(self, origin: Origin, args: PortraitArgs) -> None:
+        """The checks of `portrait` that need no selfie (allowlist, ban, policy, preset, format, prompt length),
+        so a frontend can refuse at once, before it answers publicly or downloads anything."""
+        self._admit(origin)
+        self.presets.resolve(args.preset)
+        if args.format is not None:
+            get_format(args.format)
+        if len(args.prompt) > self.settings.max_prompt_chars:
+            raise PromptTooLong(length=len(args.prompt), limit=self.settings.max_prompt_chars)
+        await self._screen(origin, args.prompt)
+
     async def reroll(self, origin: Origin, result_id: str, *, key: str | None = None) -> Ticket:
         """A new image of the same request (an edit is re-run with a new seed)."""
         self._admit(origin)
@@ -119,9 +131,10 @@ class BotCore:
         return await self.queue.submit_edit(origin, result_id, instruction, mask, idempotency_key=key)
 
     async def check_may_change(self, origin: Origin, result_id: str) -> None:
-        """Raise (`NotAllowed`, `NotRequester`, `ResultExpired`, ...) unless `origin`'s user may reroll or edit
-        `result_id`: lets a frontend refuse a button press quietly before it shows any progress."""
+        """Raise (`NotAllowed`, `Banned`, `NotRequester`, `ResultExpired`, ...) unless `origin`'s user may reroll
+        or edit `result_id`: lets a frontend refuse a button press quietly before it shows any progress."""
         self._admit(origin)
+        await self._screen(origin, "")
         await self._check_owner(origin, result_id)
 
     async def cancel(self, origin: Origin) -> str:
@@ -179,6 +192,9 @@ class BotCore:
                 yield progress_text(0, 1)
             elif event.stage == "step":
                 yield progress_text(event.step, event.total)
+            elif event.stage == "cancelled":  # no delivery follows a cancelled job: say so where progress was
+                yield "🛑 Cancelled."
+                return
             elif event.final:
                 return
 
