@@ -10,6 +10,7 @@ at-least-once only in one case: a consumer that takes longer than `claim_idle_s`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -25,6 +26,8 @@ from likeness.config import Settings
 from likeness.errors import QueueUnavailable
 from likeness.queue import _keys
 from likeness.queue._models import Delivery, Platform
+
+_ACK_RETRIES_S = (0.1, 0.3, 1.0, 2.0, 4.0)
 
 __all__ = ["DeliveryConsumer", "append_delivery"]
 
@@ -120,7 +123,15 @@ class DeliveryConsumer:
         return self._iterate()
 
     async def ack(self, delivery: Delivery) -> bool:
-        """Mark `delivery` sent; False if it was already acked (e.g. reclaimed and sent by a replica)."""
+        """Mark `delivery` sent; False if it was already acked (e.g. reclaimed and sent by a replica).
+
+        The chat message is already out: an ack lost to a short Redis outage (a restart) would send it again,
+        so the ack is retried for a few seconds before `QueueUnavailable`.
+        """
+        for delay in _ACK_RETRIES_S:
+            with contextlib.suppress(RedisConnectionError, RedisTimeoutError, OSError):
+                return bool(await self.redis.xack(self.stream, _keys.DELIVERY_GROUP, delivery.delivery_id))
+            await asyncio.sleep(delay)
         try:
             return bool(await self.redis.xack(self.stream, _keys.DELIVERY_GROUP, delivery.delivery_id))
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:

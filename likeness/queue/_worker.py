@@ -150,7 +150,7 @@ class JobRunner:
             on_batch=self.metrics.batch_size.observe,
             more_coming=self._more_coming,
         )
-        self._arriving = 0  # portrait jobs started but not yet handed to the batcher
+        self._arriving = 0  # jobs started but not yet handed to the batcher (or ended)
         self.publisher = _Publisher(redis)
         self._gauges_task = asyncio.get_running_loop().create_task(self._update_gauges(), name="likeness-gauges")
 
@@ -162,15 +162,27 @@ class JobRunner:
 
     async def run(self, job_id: str, job_try: int) -> str:
         """Run one try of a job; Redis failures outside the engine call retry the job like engine failures."""
+        # Until it hands its request to the batcher, this job is a batch-mate on its way (`_more_coming`).
+        self._arriving += 1
+        left = False
+
+        def arrived() -> None:
+            nonlocal left
+            if not left:
+                left = True
+                self._arriving -= 1
+
         try:
-            return await self._run(job_id, job_try)
+            return await self._run(job_id, job_try, arrived)
         except (RedisConnectionError, RedisTimeoutError) as exc:
             if job_try > self.max_tries:
                 raise
             log.warning("job %s: Redis failed during try %d; retrying", job_id, job_try)
             raise Retry(defer=2**job_try) from exc
+        finally:
+            arrived()
 
-    async def _run(self, job_id: str, job_try: int) -> str:
+    async def _run(self, job_id: str, job_try: int, arrived: Callable[[], None]) -> str:
         if await self.redis.exists(_keys.cancelled(job_id)):
             return "cancelled"
         if await self.redis.exists(_keys.delivered(job_id)):
@@ -191,7 +203,7 @@ class JobRunner:
         log.info("job %s: %s (%s) try %d", job_id, payload.kind, payload.mode, job_try)
         try:
             async with asyncio.timeout(max(1.0, self.settings.job_timeout_s - _DEADLINE_MARGIN_S)):
-                result, batch_size = await self._generate(payload)
+                result, batch_size = await self._generate(payload, arrived)
         except UserError as exc:
             await self._fail(payload, exc)
             return exc.code
@@ -222,24 +234,22 @@ class JobRunner:
         log.info("job %s: done in %.2f s (batch of %d)", job_id, elapsed, batch_size)
         return record.result_id
 
-    async def _generate(self, payload: JobPayload) -> tuple[Any, int]:
+    async def _generate(self, payload: JobPayload, arrived: Callable[[], None]) -> tuple[Any, int]:
         if payload.mode != "portrait":
+            arrived()  # edits and variations run alone
             return await self._rework(payload), 1
         assert payload.portrait is not None and payload.selfie_blob_id is not None
         params = payload.portrait
-        self._arriving += 1
-        try:
-            selfie = await self._image(payload.selfie_blob_id)
-            request = self.request_factory(
-                selfie=selfie,
-                preset=self.engine.presets.resolve(params.preset),
-                prompt=params.prompt,
-                format=params.format,
-                seeds=tuple(payload.seeds),
-                identity_scale=params.identity_scale,
-            )
-        finally:
-            self._arriving -= 1
+        selfie = await self._image(payload.selfie_blob_id)
+        request = self.request_factory(
+            selfie=selfie,
+            preset=self.engine.presets.resolve(params.preset),
+            prompt=params.prompt,
+            format=params.format,
+            seeds=tuple(payload.seeds),
+            identity_scale=params.identity_scale,
+        )
+        arrived()
         return await self.batcher.submit(request, self._progress_fn(payload.job_id))
 
     async def _more_coming(self) -> bool:
