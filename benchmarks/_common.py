@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from likeness.config import Settings
 
+from tests.helpers.stack import Borrowed
+
 __all__ = [
     "BenchContext",
     "BenchResult",
@@ -215,19 +217,6 @@ def tiny_settings(data_dir: Path, **overrides: Any) -> Settings:
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
 
-class _SharedEngine:
-    """One loaded engine lent to several in-process workers; a worker's shutdown must not close it."""
-
-    def __init__(self, engine: Any) -> None:
-        self._engine = engine
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._engine, name)
-
-    def close(self) -> None:
-        """Kept open for the next worker."""
-
-
 @dataclass
 class BenchContext:
     """Options and shared, lazily built resources of one `python -m benchmarks` run."""
@@ -249,7 +238,7 @@ class BenchContext:
         return self._engine
 
     def shared_engine(self) -> Any:
-        return _SharedEngine(self.engine())
+        return Borrowed(self.engine())
 
     def redis_url(self) -> str:
         """A private redis-server for the run, flushed on each call (never a user's Redis)."""

@@ -13,38 +13,19 @@ import hashlib
 import statistics
 import time
 from collections.abc import Hashable
-from dataclasses import dataclass, field
 from typing import Any
 
 from PIL import Image
 
 from benchmarks._common import BenchContext, BenchResult, summary_ms, tiny_settings
 from benchmarks._harness import in_process_worker
-from likeness.presets import EffectivePreset, PresetCatalog
+from likeness.presets import PresetCatalog
+from tests.helpers.queue import FakeRequest, FakeResult
 
 NAME = "bot"
 TITLE = "Bot path: Telegram update → progress → result photo, instant stub engine, 50 concurrent users"
 USERS = 50
 TOKEN = "123456:BENCH-token"
-
-
-@dataclass
-class StubRequest:
-    """The fields of `likeness.generation.PortraitRequest` (no torch import needed)."""
-
-    selfie: Image.Image
-    preset: EffectivePreset
-    prompt: str = ""
-    format: str | None = None
-    seeds: tuple[int, ...] = (0,)
-    identity_scale: float | None = None
-
-
-@dataclass
-class StubResult:
-    images: list[Image.Image]
-    seeds: list[int]
-    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 class StubEngine:
@@ -56,10 +37,10 @@ class StubEngine:
         self.presets = presets
         self.calls = 0
 
-    def batch_key(self, request: StubRequest) -> Hashable:
+    def batch_key(self, request: FakeRequest) -> Hashable:
         return request.preset.spec
 
-    def portrait_batch(self, requests: list[StubRequest], progress: list[Any] | None = None) -> list[StubResult]:
+    def portrait_batch(self, requests: list[FakeRequest], progress: list[Any] | None = None) -> list[FakeResult]:
         self.calls += 1
         for fn in progress or []:
             if fn is not None:
@@ -71,10 +52,10 @@ class StubEngine:
                 tag = hashlib.sha256(f"{request.preset.spec}{seed}".encode()).digest()
                 images.append(Image.new("RGB", (64, 64), (tag[0], tag[1], tag[2])))
             meta = {"model": "stub", "preset": request.preset.spec, "prompt": request.prompt}
-            results.append(StubResult(images, list(request.seeds), meta))
+            results.append(FakeResult(images, list(request.seeds), meta))
         return results
 
-    def portrait(self, request: StubRequest, progress: Any = None) -> StubResult:
+    def portrait(self, request: FakeRequest, progress: Any = None) -> FakeResult:
         return self.portrait_batch([request], [progress])[0]
 
     def close(self) -> None:
@@ -100,7 +81,7 @@ async def _run(ctx: BenchContext) -> BenchResult:
             telegram_api_url=tg.api_url,
             poll_delay_s=0.005,
         )
-        async with in_process_worker(settings, engine, request_factory=StubRequest), run_bot(settings, tg):
+        async with in_process_worker(settings, engine, request_factory=FakeRequest), run_bot(settings, tg):
             start = time.monotonic()
             await simulate_users(tg, users=USERS, requests=total, answer_timeout_s=60)
             wall = time.monotonic() - start

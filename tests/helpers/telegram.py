@@ -24,6 +24,7 @@ from likeness.config import Settings
 from likeness.queue._worker import worker_settings
 from tests.fakes.telegram_api import FakeTelegram
 from tests.helpers.faces import astronaut
+from tests.helpers.stack import Borrowed
 
 TOKEN = "123456:TEST-secret-token-abc"
 
@@ -169,19 +170,6 @@ def reaction(
     }
 
 
-class _SharedEngine:
-    """The session's tiny engine for each worker; the worker's shutdown must not close it."""
-
-    def __init__(self, engine: Any) -> None:
-        self._engine = engine
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._engine, name)
-
-    def close(self) -> None:
-        """Kept open for the next test."""
-
-
 @dataclass
 class TelegramHarness:
     """The bot (real PTB app on the fake API) and a worker (tiny engine), started and stopped by tests."""
@@ -235,7 +223,7 @@ class TelegramHarness:
 
     async def start_worker(self) -> None:
         assert self._worker is None, "worker already running"
-        shared = _SharedEngine(self.engine)
+        shared = Borrowed(self.engine)
         worker = Worker(**worker_settings(self.settings, engine_factory=lambda _s: shared), handle_signals=False)
         self._worker = (worker, asyncio.create_task(worker.async_run()))
 
