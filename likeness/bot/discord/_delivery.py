@@ -131,11 +131,15 @@ class DeliverySender:
         message = await self._send(delivery.origin, rendered)
         if rendered.result_id is None or message is None:
             return
-        await self._core.link_message(PLATFORM, str(message.channel.id), str(message.id), rendered.result_id)
-        if delivery.origin.thread_id:  # an edit asked for in a request's thread: later edits build on it
-            await self._core.link_message(PLATFORM, delivery.origin.thread_id, THREAD_KEY, rendered.result_id)
-        elif delivery.kind == "portrait" and self._core.settings.discord_threads:
-            await self._open_thread(message, rendered.result_id)
+        # Sent: from here on nothing may fail the delivery, or it would be sent again.
+        try:
+            await self._core.link_message(PLATFORM, str(message.channel.id), str(message.id), rendered.result_id)
+            if delivery.origin.thread_id:  # an edit asked for in a request's thread: later edits build on it
+                await self._core.link_message(PLATFORM, delivery.origin.thread_id, THREAD_KEY, rendered.result_id)
+            elif delivery.kind == "portrait" and self._core.settings.discord_threads:
+                await self._open_thread(message, rendered.result_id)
+        except LikenessError as exc:
+            log.warning("job %s sent, but its message could not be linked (%s)", delivery.job_id, exc)
 
     async def _open_thread(self, message: discord.Message, result_id: str) -> None:
         """A thread under a new portrait (setting `discord_threads`) where "@Likeness <change>" edits it."""

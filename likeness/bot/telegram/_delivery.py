@@ -102,9 +102,13 @@ class DeliverySender:
         rendered = await self._core.render(delivery)
         origin = delivery.origin
         sent = await self._send_result(int(origin.chat_id), origin.message_id, origin.thread_id, rendered)
-        if rendered.result_id is not None:
-            for message in sent:
-                await self._core.link_message(PLATFORM, origin.chat_id, str(message.message_id), rendered.result_id)
+        # Sent: from here on nothing may fail the delivery, or it would be sent again.
+        try:
+            if rendered.result_id is not None:
+                for message in sent:
+                    await self._core.link_message(PLATFORM, origin.chat_id, str(message.message_id), rendered.result_id)
+        except LikenessError as exc:
+            log.warning("job %s sent, but its messages could not be linked (%s)", delivery.job_id, exc)
         await self._delete_progress(delivery)
 
     async def _send_result(
