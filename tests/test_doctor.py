@@ -16,6 +16,7 @@ import redis
 from likeness.commands import doctor
 from likeness.config import Settings
 from likeness.redis_server import free_port
+from tests.helpers.models import local_model_toml
 
 ROOT = Path(__file__).resolve().parents[1]
 TELEGRAM_TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw1"
@@ -133,30 +134,6 @@ def test_device_checks(make_settings) -> None:
         assert real.status == "warn" and "GPU" in real.fix
 
 
-def _local_model(tmp_path: Path, *, complete: bool) -> Path:
-    """A models TOML with one SD1.5 model whose weights are local folders (complete or not)."""
-    ckpt, adapter = tmp_path / "ckpt", tmp_path / "adapter"
-    for rel in ("model_index.json", "unet/config.json", "unet/diffusion_pytorch_model.safetensors"):
-        (ckpt / rel).parent.mkdir(parents=True, exist_ok=True)
-        (ckpt / rel).write_text("{}")
-    for rel in ("models/image_encoder/config.json", "models/image_encoder/model.safetensors") + (
-        ("models/ip.safetensors",) if complete else ()
-    ):
-        (adapter / rel).parent.mkdir(parents=True, exist_ok=True)
-        (adapter / rel).write_text("{}")
-    toml = tmp_path / "models.toml"
-    toml.write_text(
-        f"""[models.mine]
-family = "sd15"
-checkpoint = "{ckpt}"
-base = 512
-identity_adapter = {{ repo = "{adapter}", subfolder = "models", weight_name = "ip.safetensors" }}
-image_encoder = {{ repo = "{adapter}", subfolder = "models/image_encoder" }}
-"""
-    )
-    return toml
-
-
 def test_weights_check(make_settings, tmp_path: Path, monkeypatch) -> None:
     pytest.importorskip("torch")
     from huggingface_hub import constants
@@ -166,7 +143,7 @@ def test_weights_check(make_settings, tmp_path: Path, monkeypatch) -> None:
     assert unknown.status == "fail" and "tiny" in unknown.detail  # names the known keys
 
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
-    toml = _local_model(tmp_path, complete=False)
+    toml = local_model_toml(tmp_path, with_adapter=False)
     settings = make_settings(model="mine", models_file=toml, nsfw_backend="off")
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     online = doctor.check_weights(settings)

@@ -22,6 +22,7 @@ pytest.importorskip("torch")  # the model registry lives in likeness.generation 
 
 from likeness.commands.models import CLIPSEG_REPO, Weight, find_weight, planned_weights
 from likeness.generation import get_model_spec
+from tests.helpers.models import local_model_toml
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,32 +55,11 @@ def _cache_snapshot(cache: Path, weight: Weight) -> None:
     _touch_pattern_files(repo / "snapshots" / commit, weight.patterns)
 
 
-def _local_model(tmp_path: Path) -> Path:
-    """A models TOML with `mine`: an SD1.5 model whose checkpoint, adapter and encoder are local folders."""
-    ckpt, adapter = tmp_path / "weights" / "ckpt", tmp_path / "weights" / "adapter"
-    for rel in ("model_index.json", "unet/config.json", "unet/diffusion_pytorch_model.safetensors"):
-        _touch_pattern_files(ckpt, [rel])
-    _touch_pattern_files(
-        adapter, ["models/ip.safetensors", "models/image_encoder/config.json", "models/image_encoder/model.safetensors"]
-    )
-    toml = tmp_path / "models.toml"
-    toml.write_text(
-        f"""[models.mine]
-family = "sd15"
-checkpoint = "{ckpt}"
-base = 512
-identity_adapter = {{ repo = "{adapter}", subfolder = "models", weight_name = "ip.safetensors" }}
-image_encoder = {{ repo = "{adapter}", subfolder = "models/image_encoder" }}
-"""
-    )
-    return toml
-
-
 @pytest.fixture
 def local_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Settings]:
     """Configure the process like an operator would (env, no .env file) for model `mine`."""
     monkeypatch.chdir(tmp_path)
-    toml = _local_model(tmp_path)
+    toml = local_model_toml(tmp_path)
 
     def configure(**extra: str) -> Settings:
         values = {

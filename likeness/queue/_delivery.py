@@ -137,6 +137,13 @@ class DeliveryConsumer:
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             raise QueueUnavailable() from exc
 
+    async def ack_sent(self, delivery: Delivery) -> None:
+        """`ack` for a message that is already out: a failure is logged, not raised (the send stands)."""
+        try:
+            await self.ack(delivery)
+        except QueueUnavailable as exc:
+            log.warning("delivery %s sent but not acked (%s); it may be sent again", delivery.job_id, exc)
+
     async def pending(self) -> int:
         """Entries handed out but not acked yet (all consumers)."""
         await self._ensure_group()

@@ -91,10 +91,7 @@ class DeliverySender:
         """Send deliveries until cancelled; Redis outages are waited out by the consumer."""
         async for delivery in consumer:
             if await self.handle(delivery):
-                try:
-                    await consumer.ack(delivery)
-                except LikenessError as exc:
-                    log.warning("delivery %s sent but not acked (%s); it may be sent again", delivery.job_id, exc)
+                await consumer.ack_sent(delivery)
 
     async def handle(self, delivery: Delivery) -> bool:
         """Send one delivery; True when it is done with (sent, or refused everywhere) and may be acked."""

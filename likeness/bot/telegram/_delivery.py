@@ -60,10 +60,7 @@ class DeliverySender:
 
     async def _handle_and_ack(self, consumer: DeliveryConsumer, delivery: Delivery) -> None:
         if await self.handle(delivery):
-            try:
-                await consumer.ack(delivery)
-            except LikenessError as exc:
-                log.warning("delivery %s sent but not acked (%s); it may be sent again", delivery.job_id, exc)
+            await consumer.ack_sent(delivery)
 
     async def handle(self, delivery: Delivery) -> bool:
         """Send one delivery; True when it is done with (sent, or refused for good) and may be acked."""
