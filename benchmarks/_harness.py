@@ -10,12 +10,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from arq.worker import Worker
 from PIL import Image
 
 from likeness.config import Settings
 from likeness.queue import Origin
-from likeness.queue._worker import worker_settings
+from likeness.queue._worker import LikenessWorker, worker_settings
 
 __all__ = ["in_process_worker", "origin", "selfie_bytes", "selfie_image"]
 
@@ -46,11 +45,11 @@ def origin(user: str, *, chat: str | None = None) -> Origin:
 @asynccontextmanager
 async def in_process_worker(
     settings: Settings, engine: Any, *, request_factory: Any = None, **arq_overrides: Any
-) -> AsyncIterator[Worker]:
+) -> AsyncIterator[LikenessWorker]:
     """An arq worker serving `settings.redis_url` with `engine` on this event loop; stopped like SIGTERM."""
     options = worker_settings(settings, engine_factory=lambda _s: engine, request_factory=request_factory)
     options.update(arq_overrides)
-    worker = Worker(**options, handle_signals=False)
+    worker = LikenessWorker(**options, handle_signals=False)
     task = asyncio.create_task(worker.async_run())
     try:
         yield worker

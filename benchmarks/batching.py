@@ -92,9 +92,7 @@ async def _measure(
     from likeness.queue import DeliveryConsumer, PortraitParams, QueueClient
 
     users = [f"user{i}" for i in range(n)]
-    settings = tiny_settings(
-        ctx.data_dir, redis_url=ctx.redis_url(), max_batch=max_batch, poll_delay_s=0.005, admins=users
-    )
+    settings = tiny_settings(ctx.data_dir, redis_url=ctx.redis_url(), max_batch=max_batch, admins=users)
     upload = selfie_bytes()
     walls: list[float] = []
     sizes: list[int] = []

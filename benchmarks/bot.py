@@ -79,7 +79,6 @@ async def _run(ctx: BenchContext) -> BenchResult:
             redis_url=ctx.redis_url(),
             telegram_token=TOKEN,
             telegram_api_url=tg.api_url,
-            poll_delay_s=0.005,
         )
         async with in_process_worker(settings, engine, request_factory=FakeRequest), run_bot(settings, tg):
             start = time.monotonic()

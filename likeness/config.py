@@ -69,7 +69,7 @@ class Settings(BaseSettings):
     rate_limit: str = Field("20/minute", description="Per-user request rate (`limits` notation)")
     queue_cap: int = Field(200, description="Queued jobs beyond which requests get 'busy'")
     job_timeout_s: int = 300
-    poll_delay_s: float = 0.01
+    poll_delay_s: float = Field(0.5, gt=0, description="Idle workers' safety-net poll; new jobs wake them at once")
     batch_window_ms: int = 30
     max_batch: int = 4
     metrics_port: int | None = None

@@ -84,3 +84,33 @@ async def test_a_job_is_either_accepted_or_not_queued(make_settings, redis_url, 
             assert not queued, "told the user it failed, but the job is queued and will be delivered"
         else:
             assert await queue.redis.zscore(_keys.ARQ_QUEUE, ticket.job_id) is not None
+
+
+@pytest.mark.parametrize("failures", [2, 99], ids=["short-outage", "long-outage"])
+async def test_a_queued_portrait_is_not_reported_failed_when_its_audit_entry_fails(
+    make_settings, redis_url, monkeypatch, failures
+):
+    """Found by the reduced drill: Redis restarted right after the job was queued, the bot's audit entry
+    failed, and the user got "⚠️ temporarily unavailable" — and then the portrait."""
+    from likeness.bot import BotCore, PortraitArgs
+    from likeness.queue import _errors
+
+    monkeypatch.setattr(_errors, "OUTAGE_RETRIES_S", (0.01, 0.02, 0.05))
+    settings = make_settings(redis_url=redis_url)
+    async with QueueClient(settings) as queue:
+        core = BotCore(settings, queue)
+        record = core.abuse.record
+        calls = 0
+
+        async def flaky(*args: object, **kwargs: object) -> str:
+            nonlocal calls
+            calls += 1
+            if calls <= failures:
+                raise QueueUnavailable()
+            return await record(*args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(core.abuse, "record", flaky)
+        ticket = await core.portrait(origin("u9"), PortraitArgs(preset="ghibli"), selfie())
+        assert await queue.redis.zscore(_keys.ARQ_QUEUE, ticket.job_id) is not None
+        audited = [event.job_id for event in await core.abuse.recent("request")]
+    assert audited == ([ticket.job_id] if failures < 4 else [])

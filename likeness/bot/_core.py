@@ -32,11 +32,12 @@ from likeness.bot._texts import (
     stats_text,
 )
 from likeness.config import Settings
-from likeness.errors import LikenessError, PromptTooLong, UserError
+from likeness.errors import LikenessError, PromptTooLong, QueueUnavailable, UserError
 from likeness.presets import get_format
 from likeness.queue import Delivery, Origin, PortraitParams, QueueClient, ResultRecord, Ticket
 from likeness.queue._abuse import AbuseLog
 from likeness.queue._community import ChatSettings, CommunitySettings
+from likeness.queue._errors import outlasting_outage
 
 __all__ = ["BotCore", "ResultMessage"]
 
@@ -87,7 +88,14 @@ class BotCore:
         if ticket.duplicate:
             return ticket
         detail = f"portrait {args.preset} {args.prompt}".strip()
-        await self.abuse.record("request", origin.user_id, origin.platform, origin.chat_id, ticket.job_id, detail)
+        try:  # the job is queued: telling the user "unavailable" now would be wrong (the portrait comes)
+            await outlasting_outage(
+                lambda: self.abuse.record(
+                    "request", origin.user_id, origin.platform, origin.chat_id, ticket.job_id, detail
+                )
+            )
+        except QueueUnavailable:
+            log.warning("job %s: queued, but its audit entry was lost (Redis unavailable)", ticket.job_id)
         return ticket
 
     async def check_portrait(self, origin: Origin, args: PortraitArgs) -> None:

@@ -3,17 +3,11 @@ reaction or button, also after a restart. Links expire with the results they poi
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
-from likeness.queue._errors import redis_errors
+from likeness.queue._errors import outlasting_outage, redis_errors
 
 __all__ = ["MessageLinks"]
-
-_RETRIES_S = (0.1, 0.3, 1.0, 2.0, 4.0)
 
 
 class MessageLinks:
@@ -31,13 +25,7 @@ class MessageLinks:
         """Record a sent message. The message is already out, so a short Redis outage is waited out rather
         than failing the delivery (which would send it again)."""
         key = self._key(platform, chat_id, message_id)
-        for delay in _RETRIES_S:
-            with contextlib.suppress(RedisError):
-                await self._redis.set(key, result_id, ex=self._ttl_s)
-                return
-            await asyncio.sleep(delay)
-        async with redis_errors():
-            await self._redis.set(key, result_id, ex=self._ttl_s)
+        await outlasting_outage(lambda: self._redis.set(key, result_id, ex=self._ttl_s))
 
     async def result_for(self, platform: str, chat_id: str, message_id: str) -> str | None:
         """The result shown by that message, or None when it is not one of ours (or expired)."""

@@ -33,13 +33,21 @@ __all__ = ["DEFAULT_JOB_S", "FAIR_OFFSET_MS", "Admission"]
 FAIR_OFFSET_MS = 3600 * 1000
 DEFAULT_JOB_S = 20.0
 
-# KEYS: the user's fair clock. ARGV: now ms, job duration ms, offset ms (also the TTL). Returns the start tag.
+# KEYS: the user's fair clock, recent job durations. ARGV: now ms, default job duration ms, offset ms (also the
+# TTL). Returns {start tag, average job duration in ms}: one round trip for the score and the ETA.
 _FAIR_TAG = """
+local durations = redis.call('lrange', KEYS[2], 0, -1)
+local avg = tonumber(ARGV[2])
+if #durations > 0 then
+  local sum = 0
+  for _, d in ipairs(durations) do sum = sum + tonumber(d) end
+  avg = math.floor(sum / #durations * 1000)
+end
 local now = tonumber(ARGV[1])
 local clock = math.min(tonumber(redis.call('get', KEYS[1]) or '0'), now + math.floor(tonumber(ARGV[3]) / 2))
 local start = math.max(now, clock)
-redis.call('set', KEYS[1], start + tonumber(ARGV[2]), 'PX', ARGV[3])
-return start
+redis.call('set', KEYS[1], start + avg, 'PX', ARGV[3])
+return {start, avg}
 """
 
 
@@ -67,24 +75,33 @@ class Admission:
         if self.is_admin(user_id):
             return
         active_key = _keys.active(user_id)
-        await self.redis.zremrangebyscore(active_key, "-inf", int(time.time() * 1000))
-        active = await self.redis.zcard(active_key)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zremrangebyscore(active_key, "-inf", int(time.time() * 1000))
+            pipe.zcard(active_key)
+            pipe.zcard(_keys.ARQ_QUEUE)
+            _, active, depth = await pipe.execute()
         if active >= self.settings.max_active_jobs_per_user:
             raise TooManyActiveJobs(active=active, limit=self.settings.max_active_jobs_per_user)
         if not await self._limiter.hit(self._rate, "user", user_id):
             window = await self._limiter.get_window_stats(self._rate, "user", user_id)
             raise RateLimited(retry_after=max(1, math.ceil(window.reset_time - time.time())))
-        depth = await self.redis.zcard(_keys.ARQ_QUEUE)
         if depth >= self.settings.queue_cap:
             raise QueueFull(retry_after=max(5, math.ceil(await self.avg_job_s() * 2)))
 
-    async def fair_score_ms(self, user_id: str, avg_job_s: float) -> int:
-        """The arq score (unix ms, in the past) that puts a new job of `user_id` in its fair place."""
+    async def fair_score_ms(self, user_id: str) -> tuple[int, float]:
+        """The arq score (unix ms, in the past) that puts a new job of `user_id` in its fair place, and the
+        average job duration (s) it was moved by."""
         now_ms = int(time.time() * 1000)
-        tag = await self.redis.eval(  # type: ignore[misc]
-            _FAIR_TAG, 1, _keys.fair(user_id), str(now_ms), str(int(avg_job_s * 1000)), str(FAIR_OFFSET_MS)
+        tag, avg_ms = await self.redis.eval(  # type: ignore[misc]
+            _FAIR_TAG,
+            2,
+            _keys.fair(user_id),
+            _keys.DURATIONS,
+            str(now_ms),
+            str(int(DEFAULT_JOB_S * 1000)),
+            str(FAIR_OFFSET_MS),
         )
-        return int(tag) - FAIR_OFFSET_MS
+        return int(tag) - FAIR_OFFSET_MS, int(avg_ms) / 1000
 
     def active_bound_ms(self) -> int:
         """How long an unfinished job may count against its user: every try timing out, plus queueing."""

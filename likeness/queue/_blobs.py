@@ -6,6 +6,7 @@ The owner index (`likeness:user:<id>:keys`) lets `forget` delete everything of o
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from typing import Literal
 
 from redis.asyncio import Redis
@@ -50,8 +51,12 @@ class BlobStore:
             raise ResultExpired()
         return bytes(data)
 
-    async def put_result(self, record: ResultRecord) -> None:
+    async def put_result(self, record: ResultRecord, images: Mapping[str, bytes] | None = None) -> None:
+        """Store a result record, with its images (blob id -> bytes) in the same transaction."""
         async with self.redis.pipeline(transaction=True) as pipe:
+            for blob_id, data in (images or {}).items():
+                pipe.set(_keys.blob(blob_id), data, ex=self.result_ttl_s)
+                self.own(pipe, record.owner_user_id, _keys.blob(blob_id))
             pipe.set(_keys.result(record.result_id), record.model_dump_json(), ex=self.result_ttl_s)
             self.own(pipe, record.owner_user_id, _keys.result(record.result_id))
             await pipe.execute()

@@ -52,7 +52,7 @@ from likeness.queue._models import (
     ResultRecord,
     Ticket,
 )
-from likeness.queue._progress import publish_progress
+from likeness.queue._progress import add_progress, publish_progress
 
 __all__ = ["QueueClient"]
 
@@ -70,6 +70,21 @@ if redis.call('exists', KEYS[2]) == 1 then return 0 end
 local removed = redis.call('zrem', KEYS[1], ARGV[1])
 redis.call('del', KEYS[3])
 return removed
+"""
+
+# KEYS: arq queue, the job's in-progress key. ARGV: job id, in-progress key prefix. Returns the position
+# (0 = running, 1 = next) or -1 when the job is not queued. arq keeps running jobs in its queue: skip them.
+_POSITION = """
+if redis.call('exists', KEYS[2]) == 1 then return 0 end
+local rank = redis.call('zrank', KEYS[1], ARGV[1])
+if not rank then return -1 end
+local position = 1
+if rank > 0 then
+  for _, other in ipairs(redis.call('zrange', KEYS[1], 0, rank - 1)) do
+    if redis.call('exists', ARGV[2] .. other) == 0 then position = position + 1 end
+  end
+end
+return position
 """
 
 
@@ -142,8 +157,8 @@ class QueueClient:
         """
         sniff_image(selfie, max_bytes=self.settings.max_upload_bytes, max_pixels=self.settings.max_image_pixels)
         params = self._check_portrait(params)
-        job_id = self._job_id(origin, idempotency_key)
-        if (dup := await self._duplicate(job_id)) is not None:
+        job_id, dup = await self._claim_job_id(origin, idempotency_key)
+        if dup is not None:
             return dup
         await self.admission.check(origin.user_id)
         selfie_id = await self.blobs.put(selfie, kind="selfie", owner=origin.user_id)
@@ -207,8 +222,8 @@ class QueueClient:
         parent = await self.get_result(parent_result_id)
         if not 0 <= image_index < len(parent.image_blob_ids):
             raise ValueError(f"result {parent_result_id} has {len(parent.image_blob_ids)} images")
-        job_id = self._job_id(origin, idempotency_key)
-        if (dup := await self._duplicate(job_id)) is not None:
+        job_id, dup = await self._claim_job_id(origin, idempotency_key)
+        if dup is not None:
             return dup
         await self.admission.check(origin.user_id)
         mask_id = None if mask is None else await self.blobs.put(mask, kind="mask", owner=origin.user_id)
@@ -230,19 +245,10 @@ class QueueClient:
     @_translated
     async def position(self, job_id: str) -> int | None:
         """1 = next to start, 0 = running, None = not in the queue (finished, failed, cancelled, unknown)."""
-        if await self.redis.exists(_keys.ARQ_IN_PROGRESS + job_id):
-            return 0
-        rank = await self.redis.zrank(_keys.ARQ_QUEUE, job_id)
-        if rank is None:
-            return None
-        ahead = await self.redis.zrange(_keys.ARQ_QUEUE, 0, rank - 1) if rank else []
-        if not ahead:
-            return 1
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for other in ahead:
-                pipe.exists(_keys.ARQ_IN_PROGRESS + other.decode())
-            running = await pipe.execute()
-        return 1 + sum(1 for r in running if not r)
+        position = await self.redis.eval(  # type: ignore[misc]
+            _POSITION, 2, _keys.ARQ_QUEUE, _keys.ARQ_IN_PROGRESS + job_id, job_id, _keys.ARQ_IN_PROGRESS
+        )
+        return None if position < 0 else int(position)
 
     async def progress(self, job_id: str, *, idle_timeout_s: float | None = None) -> AsyncIterator[ProgressEvent]:
         """Every progress event of a job, in order, from its first; ends after done, failed or cancelled.
@@ -307,6 +313,7 @@ class QueueClient:
             )
             if not removed:  # running (or just picked up): ask arq to cancel the task
                 await self.redis.zadd(_keys.ARQ_ABORT, {target: int(time.time() * 1000)})
+                await self.redis.publish(_keys.WAKE_CHANNEL, b"")  # workers look at aborts when they poll
             await publish_progress(self.redis, ProgressEvent(job_id=target, stage="cancelled"))
         return targets
 
@@ -375,8 +382,8 @@ class QueueClient:
         idempotency_key: str | None,
         overrides: dict[str, str] | None = None,
     ) -> Ticket:
-        job_id = self._job_id(origin, idempotency_key)
-        if (dup := await self._duplicate(job_id)) is not None:
+        job_id, dup = await self._claim_job_id(origin, idempotency_key)
+        if dup is not None:
             return dup
         await self.admission.check(origin.user_id)
         request = parent.request.model_copy(update=overrides or {})
@@ -397,11 +404,13 @@ class QueueClient:
         )
         return await self._enqueue(JobPayload.model_validate(payload.model_dump()))
 
-    def _job_id(self, origin: Origin, idempotency_key: str | None) -> str:
+    async def _claim_job_id(self, origin: Origin, idempotency_key: str | None) -> tuple[str, Ticket | None]:
+        """The id of a new job, and the ticket of the job already queued under the same idempotency key."""
         if idempotency_key is None:
-            return uuid.uuid4().hex
+            return uuid.uuid4().hex, None
         digest = hashlib.sha256(f"{origin.platform}\0{origin.user_id}\0{idempotency_key}".encode()).hexdigest()
-        return f"k{digest[:31]}"
+        job_id = f"k{digest[:31]}"
+        return job_id, await self._duplicate(job_id)
 
     async def _duplicate(self, job_id: str) -> Ticket | None:
         if not await self.redis.exists(_keys.job(job_id)):
@@ -416,8 +425,7 @@ class QueueClient:
 
     async def _enqueue(self, payload: JobPayload) -> Ticket:
         user = payload.user_id
-        avg_s = await self.admission.avg_job_s()
-        score_ms = await self.admission.fair_score_ms(user, avg_s)
+        score_ms, avg_s = await self.admission.fair_score_ms(user)
         job_ttl = self.settings.result_ttl_s
         if not await self.redis.set(_keys.job(payload.job_id), payload.model_dump_json(), nx=True, ex=job_ttl):
             return await self._duplicate(payload.job_id) or Ticket(job_id=payload.job_id, position=0, eta_s=0.0)
@@ -440,9 +448,11 @@ class QueueClient:
         with contextlib.suppress(*_REDIS_DOWN):
             position = await self.position(payload.job_id) or 1
             eta = round(avg_s * position, 1)
-            await publish_progress(
-                self.redis, ProgressEvent(job_id=payload.job_id, stage="queued", position=position, eta_s=eta)
-            )
+            event = ProgressEvent(job_id=payload.job_id, stage="queued", position=position, eta_s=eta)
+            async with self.redis.pipeline(transaction=False) as pipe:
+                add_progress(pipe, event)
+                pipe.publish(_keys.WAKE_CHANNEL, b"")  # idle workers start it now (they poll only now and then)
+                await pipe.execute()
         return Ticket(job_id=payload.job_id, position=position, eta_s=eta)
 
     async def _enqueue_arq(self, job_id: str, score_ms: int) -> None:

@@ -10,7 +10,6 @@ at-least-once only in one case: a consumer that takes longer than `claim_idle_s`
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -25,9 +24,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from likeness.config import Settings
 from likeness.errors import QueueUnavailable
 from likeness.queue import _keys
+from likeness.queue._errors import outlasting_outage
 from likeness.queue._models import Delivery, Platform
-
-_ACK_RETRIES_S = (0.1, 0.3, 1.0, 2.0, 4.0)
 
 __all__ = ["DeliveryConsumer", "append_delivery"]
 
@@ -36,9 +34,12 @@ log = logging.getLogger(__name__)
 DELIVERY_STREAM_TTL_S = 30 * 24 * 3600
 _MAX_ENTRIES = 10_000
 
-# KEYS: delivered marker, stream. ARGV: delivery JSON, marker TTL, stream TTL, max entries.
-# One script so that "mark delivered" and "append" happen together or not at all.
+# KEYS: delivered marker, stream, cancelled marker. ARGV: delivery JSON, marker TTL, stream TTL, max entries.
+# One script so that "mark delivered" and "append" happen together or not at all, and never after a cancel.
 _APPEND_ONCE = """
+if redis.call('exists', KEYS[3]) == 1 then
+  return false
+end
 if redis.call('set', KEYS[1], '1', 'NX', 'EX', ARGV[2]) then
   local id = redis.call('xadd', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'd', ARGV[1])
   redis.call('expire', KEYS[2], ARGV[3])
@@ -49,12 +50,14 @@ return false
 
 
 async def append_delivery(redis: Redis, delivery: Delivery, *, marker_ttl_s: int) -> str | None:
-    """Append `delivery` to its platform's stream unless this job was delivered before; the entry id or None."""
+    """Append `delivery` to its platform's stream unless this job was delivered before or cancelled; the
+    entry id, or None when nothing was appended."""
     entry = await redis.eval(  # type: ignore[misc]
         _APPEND_ONCE,
-        2,
+        3,
         _keys.delivered(delivery.job_id),
         _keys.deliveries(delivery.origin.platform),
+        _keys.cancelled(delivery.job_id),
         delivery.model_dump_json(),
         str(marker_ttl_s),
         str(DELIVERY_STREAM_TTL_S),
@@ -128,14 +131,10 @@ class DeliveryConsumer:
         The chat message is already out: an ack lost to a short Redis outage (a restart) would send it again,
         so the ack is retried for a few seconds before `QueueUnavailable`.
         """
-        for delay in _ACK_RETRIES_S:
-            with contextlib.suppress(RedisConnectionError, RedisTimeoutError, OSError):
-                return bool(await self.redis.xack(self.stream, _keys.DELIVERY_GROUP, delivery.delivery_id))
-            await asyncio.sleep(delay)
-        try:
-            return bool(await self.redis.xack(self.stream, _keys.DELIVERY_GROUP, delivery.delivery_id))
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            raise QueueUnavailable() from exc
+        acked = await outlasting_outage(
+            lambda: self.redis.xack(self.stream, _keys.DELIVERY_GROUP, delivery.delivery_id)
+        )
+        return bool(acked)
 
     async def ack_sent(self, delivery: Delivery) -> None:
         """`ack` for a message that is already out: a failure is logged, not raised (the send stands)."""

@@ -14,6 +14,7 @@ likeness:durations                   list of recent job durations (s) for ETAs
 likeness:stats:jobs:<yyyymmdd>       counter of jobs submitted that day
 likeness:stats:failures:<yyyymmdd>   hash error code -> failures that day
 likeness:limits:*                    the `limits` library's rate-limit windows
+likeness:wake                        pub/sub channel (no key): "a job is ready", wakes idle workers at once
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ ARQ_JOB = "arq:job:"
 ARQ_ABORT = "arq:abort"
 ARQ_FUNCTION = "run_job"
 
+WAKE_CHANNEL = "likeness:wake"
 DELIVERY_GROUP = "bots"
 DURATIONS = "likeness:durations"
 LIMITS_PREFIX = "likeness:limits"

@@ -46,7 +46,7 @@ from likeness.queue._blobs import BlobStore
 from likeness.queue._delivery import append_delivery
 from likeness.queue._metrics import WorkerMetrics
 from likeness.queue._models import Delivery, JobPayload, ProgressEvent, ResultRecord
-from likeness.queue._progress import PROGRESS_TTL_S
+from likeness.queue._progress import add_progress
 
 __all__ = ["DEFAULT_MAX_TRIES", "LikenessWorker", "run_worker", "worker_settings"]
 
@@ -105,11 +105,9 @@ class _Publisher:
     async def _run(self) -> None:
         while True:
             event, done = await self.queue.get()
-            key = _keys.progress(event.job_id)
             try:
                 async with self.redis.pipeline(transaction=True) as pipe:
-                    pipe.xadd(key, {"e": event.model_dump_json()}, maxlen=200, approximate=True)
-                    pipe.expire(key, PROGRESS_TTL_S)
+                    add_progress(pipe, event)
                     await pipe.execute()
             except Exception as exc:  # progress is best effort; the delivery is what counts
                 log.warning("job %s: progress event lost (%s)", event.job_id, type(exc).__name__)
@@ -183,13 +181,17 @@ class JobRunner:
             arrived()
 
     async def _run(self, job_id: str, job_try: int, arrived: Callable[[], None]) -> str:
-        if await self.redis.exists(_keys.cancelled(job_id)):
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.exists(_keys.cancelled(job_id))
+            pipe.exists(_keys.delivered(job_id))
+            pipe.get(_keys.job(job_id))
+            cancelled, delivered, raw = await pipe.execute()
+        if cancelled:
             return "cancelled"
-        if await self.redis.exists(_keys.delivered(job_id)):
+        if delivered:
             log.info("job %s: already delivered (re-run after a crash); nothing to do", job_id)
             await self._finish_accounting(job_id, None)
             return "already delivered"
-        raw = await self.redis.get(_keys.job(job_id))
         if raw is None:
             log.warning("job %s: payload expired or forgotten; dropping it", job_id)
             return "expired"
@@ -199,7 +201,7 @@ class JobRunner:
             await self._fail(payload, GenerationFailed())
             return "failed"
         started = time.monotonic()
-        await self.publisher.publish(ProgressEvent(job_id=job_id, stage="started"))
+        self.publisher.emit(ProgressEvent(job_id=job_id, stage="started"))
         log.info("job %s: %s (%s) try %d", job_id, payload.kind, payload.mode, job_try)
         try:
             async with asyncio.timeout(max(1.0, self.settings.job_timeout_s - _DEADLINE_MARGIN_S)):
@@ -220,13 +222,10 @@ class JobRunner:
             await self._fail(payload, exc if isinstance(exc, ServiceError) else GenerationFailed())
             return cause
         record = await self._store(payload, result, batch_size)
-        if await self.redis.exists(_keys.cancelled(job_id)):
-            return "cancelled"
-        await append_delivery(
-            self.redis,
-            Delivery(job_id=job_id, kind=payload.kind, origin=payload.origin, result=record),
-            marker_ttl_s=self.settings.result_ttl_s,
-        )
+        delivery = Delivery(job_id=job_id, kind=payload.kind, origin=payload.origin, result=record)
+        if await append_delivery(self.redis, delivery, marker_ttl_s=self.settings.result_ttl_s) is None:
+            await self._finish_accounting(job_id, payload.user_id)
+            return "cancelled"  # (or delivered by an earlier run of this job)
         elapsed = time.monotonic() - started
         await self._finish_accounting(job_id, payload.user_id, duration_s=elapsed)
         self.metrics.job_seconds.labels(payload.kind).observe(elapsed)
@@ -267,9 +266,6 @@ class JobRunner:
                     pipe.exists(_keys.ARQ_IN_PROGRESS + (job_id.decode() if isinstance(job_id, bytes) else job_id))
                 started = await pipe.execute()
             return not all(started)
-        return True
-        with contextlib.suppress(RedisConnectionError, RedisTimeoutError):
-            return bool(await self.redis.zcount(_keys.ARQ_QUEUE, "-inf", int(time.time() * 1000)))
         return True
 
     async def _rework(self, payload: JobPayload) -> Any:
@@ -336,35 +332,18 @@ class JobRunner:
         return progress
 
     async def _store(self, payload: JobPayload, result: Any, batch_size: int) -> ResultRecord:
-        """Classify, mark as AI-generated and store the images, then the result record."""
-        from likeness.generation._provenance import encode_with_provenance
-
-        scores = await asyncio.to_thread(self.guard.score, result.images)
+        """Classify, mark as AI-generated and store the images with the result record (one transaction)."""
+        # An edit keeps the unmasked pixels of its (already marked) source byte-identical: mark only the rest.
+        source = (
+            await self.blobs.get(payload.source_blob_id) if payload.mode == "edit" and payload.source_blob_id else None
+        )
+        scores, pngs = await asyncio.to_thread(self._classify_and_mark, result, source)
         for score in scores:
             if score >= self.settings.nsfw_threshold:
                 origin = payload.origin
                 detail = f"nsfw={score:.2f}"
                 await self.abuse.record("flag", origin.user_id, origin.platform, origin.chat_id, payload.job_id, detail)
-        marker = {"model": str(result.metadata.get("model", "")), "preset": str(result.metadata.get("preset", ""))}
-        # An edit keeps the unmasked pixels of its (already marked) source byte-identical: mark only the rest.
-        source = (
-            await self._image(payload.source_blob_id) if payload.mode == "edit" and payload.source_blob_id else None
-        )
-        image_ids = []
-        for index, image in enumerate(result.images):
-            blob_id = _keys.image_id_for(payload.job_id, index)
-            png = await asyncio.to_thread(
-                functools.partial(
-                    encode_with_provenance,
-                    image,
-                    "png",
-                    extra=marker,
-                    watermark=self.settings.watermark,
-                    marked_source=source,
-                )
-            )
-            await self.blobs.put(png, kind="image", owner=payload.user_id, blob_id=blob_id)
-            image_ids.append(blob_id)
+        images = {_keys.image_id_for(payload.job_id, index): png for index, png in enumerate(pngs)}
         record = ResultRecord(
             result_id=_keys.result_id_for(payload.job_id),
             parent_id=payload.parent_result_id,
@@ -372,7 +351,7 @@ class JobRunner:
             kind=payload.kind,
             request=payload,
             seeds=tuple(result.seeds),
-            image_blob_ids=tuple(image_ids),
+            image_blob_ids=tuple(images),
             metadata={
                 **result.metadata,
                 "nsfw_scores": [round(float(score), 4) for score in scores],
@@ -382,8 +361,19 @@ class JobRunner:
             owner_user_id=payload.user_id,
             origin=payload.origin,
         )
-        await self.blobs.put_result(record)
+        await self.blobs.put_result(record, images)
         return record
+
+    def _classify_and_mark(self, result: Any, source: bytes | None) -> tuple[list[float], list[bytes]]:
+        """Off the event loop, in one thread hop: NSFW scores and the marked PNGs of `result`'s images."""
+        from likeness.generation._output import finish_images
+
+        limits = {"max_bytes": self.settings.max_upload_bytes, "max_pixels": self.settings.max_image_pixels}
+        marked_source = None if source is None else load_image(source, **limits)
+        return finish_images(
+            result.images, result.metadata, guard=self.guard, watermark=self.settings.watermark,
+            marked_source=marked_source,
+        )  # fmt: skip
 
     async def _fail(self, payload: JobPayload, exc: BaseException) -> None:
         error = exc if isinstance(exc, LikenessError) else GenerationFailed()
@@ -396,18 +386,14 @@ class JobRunner:
             pipe.hincrby(day, error.code, 1)
             pipe.expire(day, 2 * _keys.DAY_S)
             await pipe.execute()
-        if not await self.redis.exists(_keys.cancelled(payload.job_id)):
-            await append_delivery(
-                self.redis,
-                Delivery(
-                    job_id=payload.job_id,
-                    kind=payload.kind,
-                    origin=payload.origin,
-                    error_code=error.code,
-                    user_message=message,
-                ),
-                marker_ttl_s=self.settings.result_ttl_s,
-            )
+        await append_delivery(
+            self.redis,
+            Delivery(
+                job_id=payload.job_id, kind=payload.kind, origin=payload.origin, error_code=error.code,
+                user_message=message,
+            ),
+            marker_ttl_s=self.settings.result_ttl_s,
+        )  # fmt: skip
         await self._finish_accounting(payload.job_id, payload.user_id)
         await self.publisher.publish(ProgressEvent(job_id=payload.job_id, stage="failed"))
         log.info("job %s: failed (%s), delivered as an error", payload.job_id, error.code)
@@ -439,11 +425,29 @@ class JobRunner:
 
 
 class LikenessWorker(Worker):
-    """arq's `Worker`, surviving Redis outages: arq's poll loop dies on the first Redis error (a WATCH on a
-    dropped connection is never retried), this one logs, gives back the job slot arq leaked, and polls again.
+    """arq's `Worker`, woken by new jobs instead of polling fast, and surviving Redis outages.
+
+    - Clients publish on `likeness:wake` after queueing a job (or asking to abort one): an idle worker starts
+      it at once, and between wake-ups polls only every `poll_delay_s` (a safety net for deferred retries,
+      jobs of crashed workers and missed messages). arq polls on a fixed timer instead: at the 5–10 ms it
+      takes to start jobs promptly, an idle worker makes hundreds of Redis calls a second.
+    - Jobs that are already running (arq keeps them in its queue until they end) are skipped with one
+      pipelined check, not arq's three round trips each, on every poll.
+    - arq's poll loop dies on the first Redis error (a WATCH on a dropped connection is never retried): this
+      one logs, gives back the job slot arq leaked, and polls again.
     """
 
+    def __init__(self, *args: Any, poll_delay: float = 0.5, **kwargs: Any) -> None:
+        # arq's own timer is switched off: `_poll_iteration` waits for a wake-up or `poll_delay` itself.
+        super().__init__(*args, poll_delay=0, **kwargs)
+        self.idle_poll_s = float(poll_delay)
+        self._wake = asyncio.Event()
+        self._listener: asyncio.Task[None] | None = None
+
     async def _poll_iteration(self) -> None:
+        if self._listener is None:
+            self._listener = asyncio.get_running_loop().create_task(self._listen(), name="likeness-wake")
+        self._wake.clear()  # before polling: a wake-up that arrives meanwhile triggers the next poll
         try:
             await super()._poll_iteration()
         except (RedisConnectionError, RedisTimeoutError, WatchError) as exc:
@@ -454,6 +458,49 @@ class LikenessWorker(Worker):
                 self.job_counter -= 1
                 self.sem.release()
             await asyncio.sleep(1)
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.idle_poll_s):
+                await self._wake.wait()
+
+    async def start_jobs(self, job_ids: list[bytes]) -> None:
+        """Start the ready jobs that nobody runs yet (arq re-checks each under WATCH before starting it)."""
+        ids = [job_id for job_id in job_ids if job_id.decode() not in self.tasks]
+        if not ids or self.job_counter >= self.max_jobs:
+            return
+        async with self.pool.pipeline(transaction=False) as pipe:
+            for job_id in ids:
+                pipe.exists(_keys.ARQ_IN_PROGRESS + job_id.decode())
+            running = await pipe.execute()
+        await super().start_jobs([job_id for job_id, busy in zip(ids, running, strict=True) if not busy])
+
+    def _release_sem_dec_counter_on_complete(self) -> None:
+        super()._release_sem_dec_counter_on_complete()
+        self._wake.set()  # a slot is free: a job waiting in the queue can start now
+
+    async def _listen(self) -> None:
+        """Set the wake-up event on every message of the wake channel; resubscribe after Redis outages."""
+        while True:
+            pubsub = self.pool.pubsub()
+            try:
+                await pubsub.subscribe(_keys.WAKE_CHANNEL)
+                self._wake.set()  # jobs may have been queued while nobody listened
+                async for message in pubsub.listen():
+                    if message["type"] == "message":
+                        self._wake.set()
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                log.debug("wake-up channel lost (%s); resubscribing in 1 s", type(exc).__name__)
+                await asyncio.sleep(1)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            await asyncio.gather(self._listener, return_exceptions=True)
+            self._listener = None
+        await super().close()
 
 
 async def _run_job(ctx: dict[str, Any], job_id: str) -> str:

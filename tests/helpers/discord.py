@@ -12,14 +12,13 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from arq.worker import Worker
 from PIL import Image
 
 from likeness.bot import BotCore
 from likeness.bot.discord import LikenessClient, build_client
 from likeness.config import Settings
 from likeness.queue import QueueClient
-from likeness.queue._worker import worker_settings
+from likeness.queue._worker import LikenessWorker, worker_settings
 from tests.fakes.discord_api import (
     APP_ID,
     BOT_USER,
@@ -259,7 +258,7 @@ async def running_bot(
 @asynccontextmanager
 async def real_worker(settings: Settings) -> AsyncIterator[None]:
     """An arq worker on this loop with the real engine on the tiny model."""
-    worker = Worker(**worker_settings(settings), handle_signals=False)
+    worker = LikenessWorker(**worker_settings(settings), handle_signals=False)
     task = asyncio.create_task(worker.async_run())
     try:
         yield

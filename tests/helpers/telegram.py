@@ -17,11 +17,9 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from arq.worker import Worker
-
 from likeness.bot.telegram import run_telegram
 from likeness.config import Settings
-from likeness.queue._worker import worker_settings
+from likeness.queue._worker import LikenessWorker, worker_settings
 from tests.fakes.telegram_api import FakeTelegram
 from tests.helpers.faces import astronaut
 from tests.helpers.stack import Borrowed
@@ -180,7 +178,7 @@ class TelegramHarness:
     consumer_name: str = "test-bot"
     claim_idle_s: float = 60.0
     _bot: tuple[asyncio.Task[None], asyncio.Event] | None = None
-    _worker: tuple[Worker, asyncio.Task[Any]] | None = None
+    _worker: tuple[LikenessWorker, asyncio.Task[Any]] | None = None
     bot_runs: int = field(default=0)
 
     async def start_bot(self, settings: Settings | None = None, *, ready: Callable[[], Any] | None = None) -> None:
@@ -224,7 +222,9 @@ class TelegramHarness:
     async def start_worker(self) -> None:
         assert self._worker is None, "worker already running"
         shared = Borrowed(self.engine)
-        worker = Worker(**worker_settings(self.settings, engine_factory=lambda _s: shared), handle_signals=False)
+        worker = LikenessWorker(
+            **worker_settings(self.settings, engine_factory=lambda _s: shared), handle_signals=False
+        )
         self._worker = (worker, asyncio.create_task(worker.async_run()))
 
     async def stop_worker(self) -> None:
