@@ -438,7 +438,7 @@ class Engine:
         del self.model
         self._masker = None
         model.pipe = model.img2img = model.inpaint = None
-        model.loras.pipe = None
+        model.loras.close()
         gc.collect()
         free_accelerator_memory()
 

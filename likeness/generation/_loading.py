@@ -2,7 +2,7 @@
 
 The base model is loaded once per process. Style LoRAs live in a few named adapter slots: a preset
 switch activates cached slots with `set_adapters`, and a LoRA that is not cached replaces the least
-recently used slot in place (`hotswap`), so switching presets never reloads the checkpoint.
+recently used slot in place (`_lora_swap`), so switching presets never reloads the checkpoint.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import torch
 
 from likeness.config import Settings
 from likeness.errors import ModelUnavailable
+from likeness.generation._lora_swap import LoraSwapper, SwapRefused
 from likeness.generation._registry import ModelSpec
 from likeness.generation._tiny import (
     ADAPTER_FILE,
@@ -160,7 +161,7 @@ def load_model(settings: Settings, spec: ModelSpec, lora_sources: list[str]) -> 
         img2img=img2img,
         inpaint=inpaint,
         # One slot per preset LoRA: after its first use, switching presets is a `set_adapters` call (~ms);
-        # hot-swapping into a reused slot (tens of ms of module walking) is left for operator extras.
+        # swapping into a reused slot (a few ms more, plus reading the file) is left for operator extras.
         loras=LoraBank(
             pipe,
             locate,
@@ -182,6 +183,7 @@ class LoraBank:
     fixed: tuple[str, ...] = ()  # adapters that belong to the model (FaceID's `faceid_0`): always on, weight 1
     capacity: int = 4
     slots: OrderedDict[str, str] = field(default_factory=OrderedDict)  # LoRA key -> adapter name
+    swapper: LoraSwapper = field(default_factory=LoraSwapper)
     _next_slot: int = 0
     _enabled: bool = True
 
@@ -220,20 +222,31 @@ class LoraBank:
         try:
             if reuse and self.hotswap:
                 try:
-                    self.pipe.load_lora_weights(source, adapter_name=name, hotswap=True, **kwargs)
+                    self.swapper.swap(self.pipe, name, source, weight_name)
                     self.slots[lora.key] = name
                     return
-                except Exception as exc:
+                except SwapRefused as exc:
                     # Text-encoder LoRAs, higher ranks or other target layers can't swap in place.
                     log.info("LoRA %s: reloading slot %s instead of hot-swapping (%s)", lora.key, name, exc)
+                except Exception:
+                    log.warning("LoRA %s: swapping into slot %s failed; reloading it", lora.key, name, exc_info=True)
             if reuse:
+                # Not diffusers' `hotswap=True`: it keeps the slot's old `r`/`lora_alpha`, so `set_adapters`
+                # would scale a LoRA with another alpha/rank ratio wrongly (see `_lora_swap`).
+                self.swapper.forget(name)
                 self.pipe.delete_adapters(name)
             self.pipe.load_lora_weights(source, adapter_name=name, **kwargs)
         except Exception as exc:
+            self.swapper.forget(name)
             with suppress(Exception):
                 self.pipe.delete_adapters(name)
             raise ModelUnavailable(model=f"LoRA {lora.source}", reason=_explain(exc)) from exc
         self.slots[lora.key] = name
+
+    def close(self) -> None:
+        """Let go of the pipeline and of the model parameters the swap caches point at."""
+        self.pipe = None
+        self.swapper.clear()
 
 
 def _diffusers_dtype_kw() -> str:
