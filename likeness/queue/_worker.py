@@ -24,7 +24,7 @@ import functools
 import logging
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from arq import Retry
@@ -148,7 +148,7 @@ class JobRunner:
             on_batch=self.metrics.batch_size.observe,
             more_coming=self._more_coming,
         )
-        self._arriving = 0  # jobs started but not yet handed to the batcher (or ended)
+        self._arriving: set[str] = set()  # jobs being started here, not yet handed to the batcher (or ended)
         self.publisher = _Publisher(redis)
         self._gauges_task = asyncio.get_running_loop().create_task(self._update_gauges(), name="likeness-gauges")
 
@@ -158,18 +158,18 @@ class JobRunner:
         await self.batcher.close()
         await self.publisher.close()
 
+    def expect(self, job_ids: Iterable[str]) -> None:
+        """Jobs the worker is starting: batch-mates on their way (`_more_coming`) until `arrived`."""
+        self._arriving.update(job_ids)
+
+    def arrived(self, job_id: str) -> None:
+        """The job handed its request to the batcher, runs alone, ended, or was not started after all."""
+        self._arriving.discard(job_id)
+
     async def run(self, job_id: str, job_try: int) -> str:
         """Run one try of a job; Redis failures outside the engine call retry the job like engine failures."""
-        # Until it hands its request to the batcher, this job is a batch-mate on its way (`_more_coming`).
-        self._arriving += 1
-        left = False
-
-        def arrived() -> None:
-            nonlocal left
-            if not left:
-                left = True
-                self._arriving -= 1
-
+        self.expect([job_id])
+        arrived = functools.partial(self.arrived, job_id)
         try:
             return await self._run(job_id, job_try, arrived)
         except (RedisConnectionError, RedisTimeoutError) as exc:
@@ -464,7 +464,12 @@ class LikenessWorker(Worker):
                 await self._wake.wait()
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
-        """Start the ready jobs that nobody runs yet (arq re-checks each under WATCH before starting it)."""
+        """Start the ready jobs that nobody runs yet (arq re-checks each under WATCH before starting it).
+
+        They are announced to the runner first: arq starts them one after another, with round trips in
+        between, and the first must not take the others (already marked in progress) for jobs of other
+        workers and skip its batch window.
+        """
         ids = [job_id for job_id in job_ids if job_id.decode() not in self.tasks]
         if not ids or self.job_counter >= self.max_jobs:
             return
@@ -472,7 +477,21 @@ class LikenessWorker(Worker):
             for job_id in ids:
                 pipe.exists(_keys.ARQ_IN_PROGRESS + job_id.decode())
             running = await pipe.execute()
-        await super().start_jobs([job_id for job_id, busy in zip(ids, running, strict=True) if not busy])
+        ready = [job_id.decode() for job_id, busy in zip(ids, running, strict=True) if not busy]
+        runner: JobRunner | None = self.ctx.get("likeness")
+        if runner is None:
+            await super().start_jobs([job_id.encode() for job_id in ready])
+            return
+        runner.expect(ready)
+        try:
+            await super().start_jobs([job_id.encode() for job_id in ready])
+        finally:
+            for job_id in ready:
+                task = self.tasks.get(job_id)
+                if task is None or task.done():
+                    runner.arrived(job_id)
+                else:  # arq may end a job without calling us (expired, aborted before it ran)
+                    task.add_done_callback(lambda _task, job_id=job_id: runner.arrived(job_id))
 
     def _release_sem_dec_counter_on_complete(self) -> None:
         super()._release_sem_dec_counter_on_complete()
