@@ -231,3 +231,36 @@ def test_a_refused_swap_leaves_the_slot_untouched(
         bank.swapper.swap(model.pipe, SLOT, too_large.source, too_large.weight_name)
     unet = model.pipe.unet.state_dict()
     assert params and all(torch.equal(unet[k], v) for k, v in params.items())
+
+
+def test_switching_back_and_forth_draws_each_preset_as_at_first_and_skips_redundant_set_adapters(
+    root: Path, model: LoadedModel, new_bank: Callable[[], LoraBank], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = _write(tmp_path / "first", _tiny_state(root, "swap/first"), weight=0.8)
+    second = _write(tmp_path / "second", _tiny_state(root, "swap/second"), weight=0.9)
+    lighter = first.model_copy(update={"weight": 0.4})  # same weights, another strength
+    bank = new_bank()
+    bank.capacity = 2
+    calls: list[list[str]] = []
+    original = model.pipe.set_adapters
+
+    def recording(names: list[str], weights: list[float]) -> None:
+        calls.append(names)
+        original(names, weights)
+
+    monkeypatch.setattr(model.pipe, "set_adapters", recording)
+
+    seen: dict[str, np.ndarray] = {}
+    previous = None
+    for step in ["first", "first", "second", "first", "none", "first", "lighter", "first"]:
+        calls.clear()
+        bank.activate({"first": (first,), "second": (second,), "lighter": (lighter,), "none": ()}[step])
+        picture = _render(model)
+        if step in seen:
+            assert np.abs(picture - seen[step]).max() <= 1 / 255, f"{step} drew differently the second time"
+        seen.setdefault(step, picture)
+        if step != "none":  # `set_adapters` (a walk over every module) only when something changed
+            assert (calls == []) == (step == previous), (step, previous, calls)
+        previous = step
+    assert np.abs(seen["lighter"] - seen["first"]).max() > 0.01
+    assert np.abs(seen["none"] - seen["first"]).max() > 0.01
