@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import io
-import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -14,7 +12,7 @@ from PIL import Image
 
 from likeness.config import Settings
 from likeness.queue import Origin
-from likeness.queue._worker import LikenessWorker, worker_settings
+from likeness.queue._worker import LikenessWorker, worker_in_loop
 
 __all__ = ["in_process_worker", "origin", "selfie_bytes", "selfie_image"]
 
@@ -47,16 +45,7 @@ async def in_process_worker(
     settings: Settings, engine: Any, *, request_factory: Any = None, **arq_overrides: Any
 ) -> AsyncIterator[LikenessWorker]:
     """An arq worker serving `settings.redis_url` with `engine` on this event loop; stopped like SIGTERM."""
-    options = worker_settings(settings, engine_factory=lambda _s: engine, request_factory=request_factory)
-    options.update(arq_overrides)
-    worker = LikenessWorker(**options, handle_signals=False)
-    task = asyncio.create_task(worker.async_run())
-    try:
+    async with worker_in_loop(
+        settings, arq_options=arq_overrides, engine_factory=lambda _s: engine, request_factory=request_factory
+    ) as worker:
         yield worker
-    finally:
-        worker.handle_sig(signal.SIGUSR1)
-        await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
-        worker.tasks.clear()
-        await worker.close()
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)

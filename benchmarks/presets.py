@@ -50,7 +50,7 @@ def run(ctx: BenchContext) -> BenchResult:
     with (
         _timed(model.loras, "activate", activate_s),
         _timed(model.loras.swapper, "swap", swap_s),
-        _recorded(model.pipe, "load_lora_weights", loads),
+        _timed(model.pipe, "load_lora_weights", [], loads),
     ):
 
         def portrait(preset: Any) -> tuple[float, float]:
@@ -123,29 +123,17 @@ def _identity(model: Any) -> dict[str, int]:
 
 
 @contextmanager
-def _timed(obj: Any, name: str, out: list[float]) -> Iterator[None]:
+def _timed(obj: Any, name: str, out: list[float], calls: list[dict[str, Any]] | None = None) -> Iterator[None]:
+    """Wrap `obj.name`: the seconds of each call that returns go to `out`, its keyword arguments to `calls`."""
     original = getattr(obj, name)
 
-    def wrapper(*args: Any, **kwargs: Any) -> Any:  # records calls that return
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if calls is not None:
+            calls.append(dict(kwargs))
         start = time.perf_counter()
         result = original(*args, **kwargs)
         out.append(time.perf_counter() - start)
         return result
-
-    setattr(obj, name, wrapper)
-    try:
-        yield
-    finally:
-        delattr(obj, name)
-
-
-@contextmanager
-def _recorded(obj: Any, name: str, out: list[dict[str, Any]]) -> Iterator[None]:
-    original = getattr(obj, name)
-
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        out.append(dict(kwargs))
-        return original(*args, **kwargs)
 
     setattr(obj, name, wrapper)
     try:

@@ -43,7 +43,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    return int(modules[args.command].run(args) or 0)
+    from pydantic import ValidationError
+
+    from likeness.config import Settings, describe_invalid
+
+    try:
+        return int(modules[args.command].run(args) or 0)
+    except ValidationError as exc:  # every command reads `Settings()` from the environment and .env
+        if exc.title != Settings.__name__:
+            raise
+        print(
+            f"likeness {args.command}: invalid configuration: {describe_invalid(exc)}\n"
+            "Fix these values in the environment or .env (see .env.example); `likeness doctor` checks the rest.",
+            file=sys.stderr,
+        )
+        return 2
 
 
 if __name__ == "__main__":

@@ -9,10 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-__all__ = ["DEFAULT_REDIS_URL", "Settings"]
+__all__ = ["DEFAULT_REDIS_URL", "Settings", "describe_invalid"]
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -105,3 +105,11 @@ class Settings(BaseSettings):
     def redis_dsn(self) -> str:
         """The Redis URL to use when none is configured explicitly."""
         return self.redis_url or DEFAULT_REDIS_URL
+
+
+def describe_invalid(exc: ValidationError) -> str:
+    """The rejected settings by their environment variables, without the rejected values (one may be a secret)."""
+    return "; ".join(
+        f"LIKENESS_{'_'.join(str(part) for part in err['loc']).upper()}: {err['msg']}"
+        for err in exc.errors(include_input=False)
+    )

@@ -44,3 +44,19 @@ def test_invalid_values_name_the_setting_without_echoing_secrets(monkeypatch: py
     with pytest.raises(ValidationError) as err:
         Settings(_env_file=None)  # type: ignore[call-arg]
     assert "device" in str(err.value) and TG not in str(err.value)
+
+
+@pytest.mark.parametrize("command", ["telegram", "discord", "worker", "presets", "moderate", "generate", "up"])
+def test_every_command_answers_invalid_settings_plainly_without_the_rejected_value(
+    command: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from likeness.cli import main
+
+    monkeypatch.chdir(tmp_path)  # no .env
+    monkeypatch.setenv("LIKENESS_TELEGRAM_TOKEN", TG)
+    monkeypatch.setenv("LIKENESS_MAX_BATCH", "secret-looking-value")
+    argv = {"moderate": ["moderate", "bans"], "generate": ["generate", "x.jpg"]}.get(command, [command])
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"likeness {command}: invalid configuration: LIKENESS_MAX_BATCH:" in err
+    assert "secret-looking-value" not in err and "Traceback" not in err

@@ -17,17 +17,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pydantic import ValidationError
 
     from likeness.config import Settings
     from likeness.errors import ConfigError
     from likeness.logs import setup_logging
 
-    try:
-        settings = Settings()
-    except ValidationError as exc:
-        print(f"Invalid configuration:\n{exc}", file=sys.stderr)
-        return 2
+    settings = Settings()  # invalid values: answered by `likeness.cli`
     if settings.discord_token is None:
         print(
             "LIKENESS_DISCORD_TOKEN is not set. Create an application at https://discord.com/developers/applications,\n"

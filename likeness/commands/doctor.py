@@ -415,15 +415,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _load_settings() -> tuple[Settings | None, Check | None]:
     from pydantic import ValidationError
 
+    from likeness.config import describe_invalid
+
     try:
         return Settings(), None
     except ValidationError as exc:
-        # `include_input=False`: a rejected value may be a secret.
-        problems = "; ".join(
-            f"LIKENESS_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
-            for err in exc.errors(include_input=False)
-        )
-        return None, Check("fail", "Settings", problems, "fix these values in .env (see .env.example)")
+        return None, Check("fail", "Settings", describe_invalid(exc), "fix these values in .env (see .env.example)")
 
 
 def run(args: argparse.Namespace) -> int:

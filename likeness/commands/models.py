@@ -193,18 +193,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pydantic import ValidationError
 
     from likeness.errors import ConfigError
 
-    try:
-        settings = Settings()
-    except ValidationError as exc:
-        print(
-            f"likeness models: invalid settings; run `likeness doctor` for details ({exc.error_count()} errors)",
-            file=sys.stderr,
-        )
-        return 2
+    settings = Settings()  # invalid values: answered by `likeness.cli`
     try:
         if args.action == "list":
             return _list(settings)

@@ -22,15 +22,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pydantic import ValidationError
 
     from likeness.config import Settings
 
-    try:
-        settings = Settings()
-    except ValidationError as exc:
-        print(f"Invalid configuration:\n{exc}", file=sys.stderr)
-        return 2
+    settings = Settings()  # invalid values: answered by `likeness.cli`
     if settings.telegram_token is None:
         print(
             "LIKENESS_TELEGRAM_TOKEN is not set. Create a bot with @BotFather (/newbot) and export its token, "

@@ -22,9 +22,10 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import signal
 import socket
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 from arq import Retry
@@ -48,7 +49,7 @@ from likeness.queue._metrics import WorkerMetrics
 from likeness.queue._models import Delivery, JobPayload, ProgressEvent, ResultRecord
 from likeness.queue._progress import add_progress
 
-__all__ = ["DEFAULT_MAX_TRIES", "LikenessWorker", "run_worker", "worker_settings"]
+__all__ = ["DEFAULT_MAX_TRIES", "LikenessWorker", "run_worker", "worker_in_loop", "worker_settings"]
 
 log = logging.getLogger(__name__)
 
@@ -584,6 +585,28 @@ def worker_settings(
         "health_check_interval": 10,
         "max_tries": max_tries + 1,
     }
+
+
+@contextlib.asynccontextmanager
+async def worker_in_loop(
+    settings: Settings, *, arq_options: dict[str, Any] | None = None, **factories: Any
+) -> AsyncIterator[LikenessWorker]:
+    """A worker running on this event loop for the block (`factories`: see `worker_settings`; `arq_options`
+    override its arq settings), then stopped as SIGTERM stops it: running jobs are cancelled and go back on
+    the queue. Raises `RuntimeError` if the worker crashed meanwhile. For tests, benchmarks and embedding."""
+    worker = LikenessWorker(**{**worker_settings(settings, **factories), **(arq_options or {})}, handle_signals=False)
+    task = asyncio.get_running_loop().create_task(worker.async_run(), name="likeness-worker")
+    try:
+        yield worker
+    finally:
+        worker.handle_sig(signal.SIGUSR1)
+        await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
+        worker.tasks.clear()
+        await worker.close()
+        task.cancel()
+        (outcome,) = await asyncio.gather(task, return_exceptions=True)
+    if isinstance(outcome, Exception):
+        raise RuntimeError("the worker crashed") from outcome
 
 
 def run_worker(settings: Settings, **factories: Any) -> None:

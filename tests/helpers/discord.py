@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -18,7 +17,7 @@ from likeness.bot import BotCore
 from likeness.bot.discord import LikenessClient, build_client
 from likeness.config import Settings
 from likeness.queue import QueueClient
-from likeness.queue._worker import LikenessWorker, worker_settings
+from likeness.queue._worker import worker_in_loop
 from tests.fakes.discord_api import (
     APP_ID,
     BOT_USER,
@@ -258,17 +257,8 @@ async def running_bot(
 @asynccontextmanager
 async def real_worker(settings: Settings) -> AsyncIterator[None]:
     """An arq worker on this loop with the real engine on the tiny model."""
-    worker = LikenessWorker(**worker_settings(settings), handle_signals=False)
-    task = asyncio.create_task(worker.async_run())
-    try:
+    async with worker_in_loop(settings):
         yield
-    finally:
-        worker.handle_sig(signal.SIGUSR1)
-        await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
-        worker.tasks.clear()
-        await worker.close()
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 async def wait_result(fake: FakeDiscord, message_id: int, timeout: float = 20.0) -> dict[str, Any]:

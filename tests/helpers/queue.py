@@ -11,7 +11,6 @@ import asyncio
 import hashlib
 import io
 import re
-import signal
 import threading
 import time
 from collections.abc import AsyncIterator, Hashable
@@ -25,7 +24,7 @@ from likeness.config import Settings
 from likeness.errors import GenerationFailed, NoFace, OutOfMemory
 from likeness.presets import EffectivePreset, PresetCatalog
 from likeness.queue import Delivery, DeliveryConsumer, Origin
-from likeness.queue._worker import LikenessWorker, worker_settings
+from likeness.queue._worker import worker_in_loop
 
 STEPS = 4
 
@@ -151,23 +150,11 @@ async def running_worker(
 ) -> AsyncIterator[FakeEngine]:
     """An arq worker with the fake engine on this event loop, closed on exit (`overrides`: arq options)."""
     engine = engine or FakeEngine(settings)
-    options = worker_settings(
-        settings, engine_factory=lambda _s: engine, request_factory=FakeRequest, max_tries=max_tries
-    )
-    options.update(overrides)
-    worker = LikenessWorker(**options, handle_signals=False)
-    task = asyncio.create_task(worker.async_run())
-    try:
+    async with worker_in_loop(
+        settings, arq_options=overrides, engine_factory=lambda _s: engine, request_factory=FakeRequest,
+        max_tries=max_tries,
+    ):  # fmt: skip
         yield engine
-    finally:
-        worker.handle_sig(signal.SIGUSR1)  # what SIGTERM does: cancel running jobs (arq requeues them)
-        await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
-        worker.tasks.clear()
-        await worker.close()
-        task.cancel()
-        (outcome,) = await asyncio.gather(task, return_exceptions=True)
-        if isinstance(outcome, Exception):
-            raise AssertionError("the worker crashed") from outcome
 
 
 async def next_deliveries(

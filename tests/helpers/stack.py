@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -11,7 +9,7 @@ from typing import Any
 from likeness.bot import BotCore
 from likeness.config import Settings
 from likeness.queue import QueueClient
-from likeness.queue._worker import LikenessWorker, worker_settings
+from likeness.queue._worker import worker_in_loop
 
 
 class Borrowed:
@@ -30,17 +28,8 @@ class Borrowed:
 @asynccontextmanager
 async def serving_worker(settings: Settings, **factories: Any) -> AsyncIterator[None]:
     """An arq worker on this loop (`factories`: see `worker_settings`; default: `Engine.load(settings)`)."""
-    worker = LikenessWorker(**worker_settings(settings, **factories), handle_signals=False)
-    task = asyncio.create_task(worker.async_run())
-    try:
+    async with worker_in_loop(settings, **factories):
         yield
-    finally:
-        worker.handle_sig(signal.SIGUSR1)  # what SIGTERM does: cancel running jobs (arq requeues them)
-        await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
-        worker.tasks.clear()
-        await worker.close()
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 @asynccontextmanager

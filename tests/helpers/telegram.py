@@ -11,7 +11,6 @@ import contextlib
 import io
 import itertools
 import logging
-import signal
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from typing import Any
 
 from likeness.bot.telegram import run_telegram
 from likeness.config import Settings
-from likeness.queue._worker import LikenessWorker, worker_settings
+from likeness.queue._worker import worker_in_loop
 from tests.fakes.telegram_api import FakeTelegram
 from tests.helpers.faces import astronaut
 from tests.helpers.stack import Borrowed
@@ -178,7 +177,7 @@ class TelegramHarness:
     consumer_name: str = "test-bot"
     claim_idle_s: float = 60.0
     _bot: tuple[asyncio.Task[None], asyncio.Event] | None = None
-    _worker: tuple[LikenessWorker, asyncio.Task[Any]] | None = None
+    _worker: contextlib.AsyncExitStack | None = None
     bot_runs: int = field(default=0)
 
     async def start_bot(self, settings: Settings | None = None, *, ready: Callable[[], Any] | None = None) -> None:
@@ -222,22 +221,13 @@ class TelegramHarness:
     async def start_worker(self) -> None:
         assert self._worker is None, "worker already running"
         shared = Borrowed(self.engine)
-        worker = LikenessWorker(
-            **worker_settings(self.settings, engine_factory=lambda _s: shared), handle_signals=False
-        )
-        self._worker = (worker, asyncio.create_task(worker.async_run()))
+        self._worker = contextlib.AsyncExitStack()
+        await self._worker.enter_async_context(worker_in_loop(self.settings, engine_factory=lambda _s: shared))
 
     async def stop_worker(self) -> None:
-        if self._worker is None:
-            return
-        worker, task = self._worker
-        self._worker = None
-        worker.handle_sig(signal.SIGUSR1)
-        await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
-        worker.tasks.clear()
-        await worker.close()
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        if self._worker is not None:
+            worker, self._worker = self._worker, None
+            await worker.aclose()
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):
