@@ -479,10 +479,7 @@ class LikenessWorker(Worker):
                 pipe.exists(_keys.ARQ_IN_PROGRESS + job_id.decode())
             running = await pipe.execute()
         ready = [job_id.decode() for job_id, busy in zip(ids, running, strict=True) if not busy]
-        runner: JobRunner | None = self.ctx.get("likeness")
-        if runner is None:
-            await super().start_jobs([job_id.encode() for job_id in ready])
-            return
+        runner: JobRunner = self.ctx["likeness"]  # set by `on_startup`, before the first poll
         runner.expect(ready)
         try:
             await super().start_jobs([job_id.encode() for job_id in ready])
