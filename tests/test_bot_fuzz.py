@@ -66,6 +66,7 @@ def test_split_command_round_trip(command: str, args: str, mention: bool) -> Non
 @example("ghibli n:٣")  # an Arabic-Indic digit: int() accepts it
 @example("ghibli count=-1")
 @example("ghibli format:")
+@example("format:")  # found by hypothesis: the option was taken for the preset
 @example("ghibli:nan+headshot:inf")
 @example("+")
 @example(":")

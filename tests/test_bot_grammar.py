@@ -37,6 +37,12 @@ def test_bad_image_count(value: str) -> None:
         parse_portrait_args(f"ghibli n:{value}")
 
 
+@pytest.mark.parametrize("text", ["format:", "ghibli format: ", "ghibli n="])
+def test_an_option_without_a_value_is_explained(text: str) -> None:
+    with pytest.raises(UserError, match="needs a value, e.g. `format:story`"):
+        parse_portrait_args(text)
+
+
 def test_split_command_handles_bot_mentions() -> None:
     assert split_command("/portrait@LikenessBot ghibli hat") == ("portrait", "ghibli hat")
     assert split_command("/Presets") == ("presets", "")

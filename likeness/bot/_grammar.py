@@ -19,6 +19,7 @@ __all__ = ["MAX_COUNT", "PortraitArgs", "parse_portrait_args", "split_command"]
 
 MAX_COUNT = 4
 _OPTION_RE = re.compile(r"(?<!\S)(format|n|count)\s*[:=]\s*(\S+)", re.IGNORECASE)
+_DANGLING_RE = re.compile(r"(?<!\S)(format|n|count)\s*[:=]\s*$", re.IGNORECASE)  # an option left without a value
 _COMMAND_RE = re.compile(r"^/(\w+)(?:@\w+)?(?:\s+(.*))?$", re.DOTALL)
 
 
@@ -44,6 +45,8 @@ def parse_portrait_args(text: str) -> PortraitArgs:
     """Parse the argument text of /portrait (see module docstring)."""
     fmt: str | None = None
     count = 1
+    if dangling := _DANGLING_RE.search(text):
+        raise UserError(message=f"`{dangling.group(1).lower()}:` needs a value, e.g. `format:story` or `n:2`.")
     for key, value in _OPTION_RE.findall(text):
         if key.lower() == "format":
             fmt = value.lower()
