@@ -39,7 +39,7 @@ def test_bad_image_count(value: str) -> None:
 
 @pytest.mark.parametrize("text", ["format:", "ghibli format: ", "ghibli n="])
 def test_an_option_without_a_value_is_explained(text: str) -> None:
-    with pytest.raises(UserError, match="needs a value, e.g. `format:story`"):
+    with pytest.raises(UserError, match=r"needs a value, e\.g\. `format:story`"):
         parse_portrait_args(text)
 
 

@@ -233,7 +233,7 @@ def test_a_refused_swap_leaves_the_slot_untouched(
     assert params and all(torch.equal(unet[k], v) for k, v in params.items())
 
 
-def test_switching_back_and_forth_draws_each_preset_as_at_first_and_skips_redundant_set_adapters(
+def test_switching_back_and_forth_draws_each_preset_as_at_first_and_skips_redundant_activation(
     root: Path, model: LoadedModel, new_bank: Callable[[], LoraBank], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     first = _write(tmp_path / "first", _tiny_state(root, "swap/first"), weight=0.8)
@@ -241,14 +241,16 @@ def test_switching_back_and_forth_draws_each_preset_as_at_first_and_skips_redund
     lighter = first.model_copy(update={"weight": 0.4})  # same weights, another strength
     bank = new_bank()
     bank.capacity = 2
-    calls: list[list[str]] = []
-    original = model.pipe.set_adapters
+    from peft.tuners.tuners_utils import BaseTunerLayer
 
-    def recording(names: list[str], weights: list[float]) -> None:
+    calls: list[list[str]] = []  # adapter activations of any LoRA layer
+    original = BaseTunerLayer.set_adapter
+
+    def recording(layer: BaseTunerLayer, names: list[str], **kwargs: Any) -> None:
         calls.append(names)
-        original(names, weights)
+        original(layer, names, **kwargs)
 
-    monkeypatch.setattr(model.pipe, "set_adapters", recording)
+    monkeypatch.setattr(BaseTunerLayer, "set_adapter", recording)
 
     seen: dict[str, np.ndarray] = {}
     previous = None
@@ -259,7 +261,7 @@ def test_switching_back_and_forth_draws_each_preset_as_at_first_and_skips_redund
         if step in seen:
             assert np.abs(picture - seen[step]).max() <= 1 / 255, f"{step} drew differently the second time"
         seen.setdefault(step, picture)
-        if step != "none":  # `set_adapters` (a walk over every module) only when something changed
+        if step != "none":  # adapters are activated (on every LoRA layer) only when something changed
             assert (calls == []) == (step == previous), (step, previous, calls)
         previous = step
     assert np.abs(seen["lighter"] - seen["first"]).max() > 0.01
