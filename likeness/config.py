@@ -58,9 +58,13 @@ class Settings(BaseSettings):
     collaborate: bool = Field(False, description="Default: anyone may reroll/edit anyone's results")
 
     # --- input limits -----------------------------------------------------------------------------
-    max_upload_bytes: int = 20 * 1024 * 1024
+    max_upload_bytes: int = Field(20 * 1024 * 1024, gt=0, description="Largest upload read (20 MiB)")
     max_image_pixels: int = 40_000_000
     max_prompt_chars: int = 400
+    max_selfie_side: int = Field(2048, ge=256, le=8192, description="Selfies are stored downscaled to this (px)")
+    upload_budget_bytes: int = Field(
+        64 * 1024 * 1024, gt=0, description="Per user: bytes of uploads kept at once (within the selfie TTL)"
+    )
 
     # --- queue and storage ------------------------------------------------------------------------
     selfie_ttl_s: int = 24 * 3600
@@ -73,6 +77,7 @@ class Settings(BaseSettings):
     batch_window_ms: int = 30
     max_batch: int = 4
     metrics_port: int | None = None
+    redis_timeout_s: float = Field(3.0, gt=0, description="A Redis command unanswered this long fails")
 
     # --- identity ---------------------------------------------------------------------------------
     face_backend: Literal["dlib", "insightface"] = "dlib"
@@ -91,8 +96,11 @@ class Settings(BaseSettings):
     # --- playground -------------------------------------------------------------------------------
     playground_host: str = "127.0.0.1"
     playground_port: int = 8080
+    playground_allowed_hosts: IdList = Field(
+        default_factory=list, description="Extra Host names the playground answers (loopback always)"
+    )
 
-    @field_validator("allowed_chats", "allowed_users", "admins", mode="before")
+    @field_validator("allowed_chats", "allowed_users", "admins", "playground_allowed_hosts", mode="before")
     @classmethod
     def _split_ids(cls, value: object) -> object:
         if isinstance(value, str):

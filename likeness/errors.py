@@ -6,18 +6,20 @@
     │   ├── NoFace, FaceTooSmall
     │   ├── UnknownPreset, InvalidPresetSpec, UnknownFormat
     │   ├── PromptTooLong, PromptRefused, BadInstruction, EmptyMask
-    │   ├── RateLimited, TooManyActiveJobs, QueueFull
+    │   ├── RateLimited, TooManyActiveJobs, QueueFull, StorageFull
     │   ├── NotAllowed, Banned, NotRequester, ResultExpired
     ├── ServiceError         our fault or the infrastructure's; users get a generic text + reference
     │   ├── QueueUnavailable, JobTimeout, GenerationFailed, OutOfMemory, ModelUnavailable
     └── ConfigError          operator configuration is invalid (preset files, model specs)
 
 Every error keeps its keyword data in `.data` and pickles by class + data, so it survives the trip
-through arq (the worker raises, the bot re-raises) unchanged.
+through arq (the worker raises, the bot re-raises) unchanged. User text quoted in a message goes through
+`echo` first: control and bidi characters removed, clipped.
 """
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any
 
 __all__ = [
@@ -43,11 +45,29 @@ __all__ = [
     "RateLimited",
     "ResultExpired",
     "ServiceError",
+    "StorageFull",
     "TooManyActiveJobs",
     "UnknownFormat",
     "UnknownPreset",
     "UserError",
+    "echo",
+    "strip_controls",
 ]
+
+_ECHO_LIMIT = 40
+
+
+def strip_controls(text: str) -> str:
+    """`text` without control, format (bidi overrides, zero-width) and unassigned characters; newlines kept."""
+    return "".join(
+        ch for ch in text if ch == "\n" or unicodedata.category(ch) not in ("Cc", "Cf", "Co", "Cs", "Cn", "Zl", "Zp")
+    )
+
+
+def echo(text: str, limit: int = _ECHO_LIMIT) -> str:
+    """User text as it may be quoted back in a reply: one line, no control or bidi characters, clipped."""
+    flat = " ".join(strip_controls(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "…"
 
 
 def _restore(cls: type[LikenessError], data: dict[str, Any]) -> LikenessError:
@@ -154,6 +174,14 @@ class TooManyActiveJobs(UserError):
 class QueueFull(UserError):
     code = "queue_full"
     template = "I'm busy right now. Please try again in {retry_after} s."
+
+
+class StorageFull(UserError):
+    code = "storage_full"
+    template = (
+        "You've sent a lot of photos recently and the space I keep for your uploads ({limit}) is full. "
+        "Older photos are deleted within a day, or /forget deletes them now."
+    )
 
 
 class NotAllowed(UserError):

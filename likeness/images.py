@@ -168,3 +168,23 @@ def _bomb(max_pixels: int) -> InvalidImage:
     return InvalidImage(
         message=f"That image has too many pixels (limit {max_pixels / 1e6:g} megapixels). Please send a normal photo."
     )
+
+
+# TEMPORARY (replaced by the images branch)
+def format_size(n: int) -> str:
+    for unit, size in (("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:.1f}".removesuffix(".0") + f" {unit}"
+    return f"{n} bytes"
+
+
+def prepare_selfie(data: bytes, *, max_bytes: int, max_pixels: int, max_side: int = 2048) -> bytes:
+    image = load_image(data, max_bytes=max_bytes, max_pixels=max_pixels)
+    image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    return encode_image(image, "jpeg", quality=95)
+
+
+def prepare_mask(data: bytes, *, max_bytes: int, max_pixels: int, max_side: int = 2048) -> bytes:
+    image = load_image(data, max_bytes=max_bytes, max_pixels=max_pixels)
+    image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    return encode_image(image.convert("L"), "png")

@@ -46,7 +46,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from typing import Literal, NoReturn
 
-from likeness.errors import BadInstruction
+from likeness.errors import BadInstruction, echo
 
 __all__ = [
     "EXAMPLES",
@@ -322,7 +322,8 @@ def _parse(s: str, raw: str) -> EditInstruction:
         if not head:
             return _parse(tail, raw) if tail else _fail(raw)
         if not tail:
-            raise BadInstruction(message=_help(f"What should the {head} become? For example “{head}: …”."))
+            shown = echo(head)
+            raise BadInstruction(message=_help(f"What should the {shown} become? For example “{shown}: …”."))
         if _strip_det(head) in _GLOBAL_HEADS:
             return _global(raw, tail, lighting=_strip_det(head).startswith("light"))
         return _change(raw, head, tail)
@@ -685,5 +686,5 @@ def _help(lead: str) -> str:
 
 
 def _fail(raw: str) -> NoReturn:
-    shown = raw if len(raw) <= 60 else raw[:57] + "…"
+    shown = echo(raw, 60)
     raise BadInstruction(message=_help(f"I couldn't tell what to change in “{shown}”."))

@@ -32,12 +32,17 @@ def free_port() -> int:
 class RedisServer:
     """Start `redis-server` on 127.0.0.1:<free port> with data under `data_dir`; stop it on exit.
 
-    `appendonly=True` keeps an AOF so a restart (`restart()`) loses no acknowledged write.
+    `appendonly=True` keeps an AOF so a restart (`restart()`) loses no acknowledged write. `maxmemory` (e.g.
+    "1gb") bounds its memory; it never evicts (`noeviction`): the queue client refuses new work before the
+    limit (`Admission`), so queued jobs can still finish.
     """
 
-    def __init__(self, data_dir: Path, *, appendonly: bool = True, port: int | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, *, appendonly: bool = True, port: int | None = None, maxmemory: str | None = None
+    ) -> None:
         self.data_dir = Path(data_dir)
         self.appendonly = appendonly
+        self.maxmemory = maxmemory
         self.port = port or free_port()
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -54,7 +59,10 @@ class RedisServer:
             binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir),
             "--save", "", "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", "always",
             "--logfile", str(self.data_dir / "redis.log"), "--protected-mode", "yes",
+            "--maxmemory-policy", "noeviction",
         ]  # fmt: skip
+        if self.maxmemory is not None:
+            cmd += ["--maxmemory", self.maxmemory]
         self._proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -75,6 +83,11 @@ class RedisServer:
                 self._proc.kill()
                 self._proc.wait()
         self._proc = None
+
+    @property
+    def pid(self) -> int | None:
+        """The server's process id while it runs (tests freeze it with SIGSTOP)."""
+        return None if self._proc is None else self._proc.pid
 
     def restart(self) -> None:
         """Stop and start again on the same port and data (AOF replay)."""

@@ -232,13 +232,22 @@ async def test_buttons_work_after_a_restart(settings: Settings, fake: FakeDiscor
             varied = await wait_result(fake, fake.interactions[vary["token"]]["original"])
             assert len(varied["attachments"]) == 4
 
-            full = button(fake, int(first["id"]), ids["full"], user_id=OTHER)
+            full = button(fake, int(first["id"]), ids["full"])
             await fake.dispatch("INTERACTION_CREATE", full)
             record = fake.interactions[full["token"]]
             await fake.wait_for(lambda: record["followups"], timeout=5)
             file_message = fake.message(record["followups"][0])
             assert file_message["flags"] & 64, "full size is sent privately"
             assert fake.files[int(file_message["id"])] == [fake.files[int(first["id"])][0]]
+            # Someone else pressing the same button gets a refusal, not the file
+            stranger = button(fake, int(first["id"]), ids["full"], user_id=OTHER)
+            await fake.dispatch("INTERACTION_CREATE", stranger)
+            refused = await fake.wait_for(
+                lambda: [t for t in ephemeral_texts(fake, stranger["token"]) if "only the person" in t.lower()],
+                timeout=5,
+            )
+            assert refused
+            assert not any(fake.files.get(int(m)) for m in fake.interactions[stranger["token"]]["followups"])
 
             edit = button(fake, int(first["id"]), ids["edit"])
             await fake.dispatch("INTERACTION_CREATE", edit)

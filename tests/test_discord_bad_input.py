@@ -60,14 +60,14 @@ async def _queued_jobs(settings: Settings) -> int:
 async def test_attachments_refused_from_their_metadata_are_never_downloaded(
     make: Callable[..., Settings], fake: FakeDiscord
 ) -> None:
-    settings = make(max_upload_bytes=1_000_000)
+    settings = make(max_upload_bytes=1024 * 1024)
     async with running_bot(settings, fake):
         text_file = fake.add_attachment(b"hello", filename="notes.txt", content_type="text/plain")
         answer = await _private_answer(fake, portrait(fake, text_file))
         assert "isn't a photo" in answer and "notes.txt" in answer
-        huge = fake.add_attachment(png(), size=5_000_000)
+        huge = fake.add_attachment(png(), size=5 * 1024 * 1024)
         answer = await _private_answer(fake, portrait(fake, huge))
-        assert "5.0 MB" in answer and "limit is 1 MB" in answer
+        assert "5 MiB" in answer and "limit is 1 MiB" in answer  # the real (binary) limit, not "1.0 MB"
     assert fake.downloads == [], "nothing was downloaded"
     assert await _queued_jobs(settings) == 0
 

@@ -16,7 +16,7 @@ def test_public_names_are_pinned():
         [
             "FAIR_OFFSET_MS", "Delivery", "DeliveryConsumer", "EditParams", "JobKind", "JobPayload", "Origin",
             "Platform", "PortraitParams", "ProgressEvent", "QueueClient", "QueueStats", "ResultRecord", "Stage",
-            "Ticket", "append_delivery",
+            "Ticket", "append_delivery", "keys",
         ]
     )  # fmt: skip
     for name in likeness.queue.__all__:

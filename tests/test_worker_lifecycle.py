@@ -75,7 +75,7 @@ async def test_forget_deletes_a_users_data_and_nothing_else(make_settings, redis
         assert await queue.get_image(theirs.image_blob_ids[0])
         assert await queue.position(pending.job_id) is None
         leftovers = [k.decode() async for k in queue.redis.scan_iter(match="likeness:*me*")]
-    assert counts == {"cancelled": 1, "results": 1, "images": 2, "uploads": 2, "jobs": 2}
+    assert counts == {"cancelled": 1, "results": 1, "images": 2, "uploads": 2, "jobs": 2, "messages": 0}
     # Only the rate-limit window stays (it expires within the window): forgetting must not reset limits.
     assert [k for k in leftovers if not k.startswith("likeness:limits:")] == []
 

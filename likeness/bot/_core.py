@@ -4,6 +4,11 @@ calls here and turns the answers into platform messages. Nothing here knows a ch
 Order of checks for anything that would cost GPU time: operator allowlist → ban → prompt policy →
 queue validation and limits (in `QueueClient`). A refusal never reaches the GPU.
 
+The core is the ONE gate that hands out image bytes (delivered results, 📥 full size, the playground): every
+path checks allowlist → ban → owner (or collaboration in the result's own community) → the NSFW decision
+for the place the image goes to. Adapters never read images from the queue themselves; ids in callback data
+and custom ids are hostile input, so nothing is shown because an id was known.
+
 A "community" is a Discord server (`origin.extra["guild_id"]`) or a chat: its settings (collaboration,
 NSFW opt-in, extra blocked words) and the operator allowlist apply per community.
 """
@@ -32,16 +37,27 @@ from likeness.bot._texts import (
     stats_text,
 )
 from likeness.config import Settings
-from likeness.errors import LikenessError, PromptTooLong, QueueUnavailable, UserError
+from likeness.errors import (
+    Banned,
+    InvalidPresetSpec,
+    LikenessError,
+    PromptTooLong,
+    QueueUnavailable,
+    ResultExpired,
+    UserError,
+)
 from likeness.presets import get_format
 from likeness.queue import Delivery, Origin, PortraitParams, QueueClient, ResultRecord, Ticket
 from likeness.queue._abuse import AbuseLog
 from likeness.queue._community import ChatSettings, CommunitySettings
 from likeness.queue._errors import outlasting_outage
+from likeness.queue._models import MAX_COUNT
 
 __all__ = ["BotCore", "ResultMessage"]
 
 log = logging.getLogger("likeness.bot")
+
+MAX_SPEC_CHARS = 200  # a preset spec: up to four fused names with weights
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +70,7 @@ class ResultMessage:
     result_id: str | None = None
     spoiler: bool = False
     notices: tuple[str, ...] = field(default=())
+    owners: tuple[str, ...] = field(default=())  # the result's users (requester, face): links are theirs
 
 
 class BotCore:
@@ -79,11 +96,9 @@ class BotCore:
         `key` (e.g. the request message id) makes a repeated event (a platform re-sending an update after a
         restart) return the first job's ticket, marked `duplicate`, instead of a second job.
         """
-        self._admit(origin)
+        params = await self._checked(origin, args)
         if selfie is None:
             raise UserError(message=NEED_SELFIE)
-        await self._screen(origin, args.prompt)
-        params = PortraitParams(preset=args.preset, prompt=args.prompt, format=args.format, count=args.count)
         ticket = await self.queue.submit_portrait(origin, selfie, params, idempotency_key=key)
         if ticket.duplicate:
             return ticket
@@ -99,28 +114,18 @@ class BotCore:
         return ticket
 
     async def check_portrait(self, origin: Origin, args: PortraitArgs) -> None:
-        """The checks of `portrait` that need no selfie (allowlist, ban, policy, preset, format, prompt length),
+        """The checks of `portrait` that need no selfie (allowlist, ban, preset, format, count, prompt, policy),
         so a frontend can refuse at once, before it answers publicly or downloads anything."""
-        self._admit(origin)
-        self.presets.resolve(args.preset)
-        if args.format is not None:
-            get_format(args.format)
-        if len(args.prompt) > self.settings.max_prompt_chars:
-            raise PromptTooLong(length=len(args.prompt), limit=self.settings.max_prompt_chars)
-        await self._screen(origin, args.prompt)
+        await self._checked(origin, args)
 
     async def reroll(self, origin: Origin, result_id: str, *, key: str | None = None) -> Ticket:
         """A new image of the same request (an edit is re-run with a new seed)."""
-        self._admit(origin)
-        await self._screen(origin, "")
-        await self._check_owner(origin, result_id)
+        await self.check_may_change(origin, result_id)
         return await self.queue.submit_reroll(origin, result_id, idempotency_key=key)
 
     async def variations(self, origin: Origin, result_id: str, *, key: str | None = None) -> Ticket:
         """Several new takes on a result's request."""
-        self._admit(origin)
-        await self._screen(origin, "")
-        await self._check_owner(origin, result_id)
+        await self.check_may_change(origin, result_id)
         return await self.queue.submit_variations(origin, result_id, idempotency_key=key)
 
     async def edit(
@@ -132,27 +137,64 @@ class BotCore:
         *,
         key: str | None = None,
     ) -> Ticket:
-        """An edit of a result ("make the hair blue")."""
-        self._admit(origin)
-        await self._screen(origin, instruction)
-        await self._check_owner(origin, result_id)
+        """An edit of a result ("make the hair blue"), screened together with the request that made it."""
+        await self.check_may_change(origin, result_id, instruction)
         return await self.queue.submit_edit(origin, result_id, instruction, mask, idempotency_key=key)
 
-    async def check_may_change(self, origin: Origin, result_id: str) -> None:
-        """Raise (`NotAllowed`, `Banned`, `NotRequester`, `ResultExpired`, ...) unless `origin`'s user may reroll
-        or edit `result_id`: lets a frontend refuse a button press quietly before it shows any progress."""
+    async def check_may_change(self, origin: Origin, result_id: str, instruction: str = "") -> None:
+        """Raise (`NotAllowed`, `Banned`, `NotRequester`, `ResultExpired`, `PromptRefused`, ...) unless `origin`'s
+        user may reroll or edit `result_id` (with `instruction`): lets a frontend refuse a button press quietly
+        before it shows any progress. The result's own request is screened again with the instruction, so a
+        policy that changed since, or an edit that turns a harmless request into a forbidden one, is refused."""
         self._admit(origin)
-        await self._screen(origin, "")
-        await self._check_owner(origin, result_id)
+        record = await self.queue.get_result(result_id)
+        await self._screen(origin, instruction, context=_request_text(record))
+        await self._check_owner(origin, record)
+
+    async def full_size(self, origin: Origin, result_id: str) -> ResultMessage:
+        """📥: the result's original files for `origin`'s user, through every check of the gate; a text (no
+        images) when the NSFW guard withholds them where they would go."""
+        record = await self._authorised(origin, result_id)
+        decision, warning = await self.screening(record, origin)
+        if decision is Decision.WITHHOLD:
+            return ResultMessage(text=warning or "", result_id=record.result_id)
+        return ResultMessage(
+            text="📥 Full size",
+            images=await self._images(record),
+            result_id=record.result_id,
+            spoiler=decision is Decision.SPOILER,
+            owners=record.request.owners,
+        )
+
+    async def result(self, origin: Origin, result_id: str) -> ResultRecord:
+        """A result's record (no images) for `origin`'s user, after the gate's access checks."""
+        return await self._authorised(origin, result_id)
+
+    async def image(self, origin: Origin, result_id: str, index: int) -> bytes:
+        """One image of a result for `origin`'s user, through every check of the gate; `ResultExpired` when the
+        index is out of range or the NSFW guard withholds the image at `origin`."""
+        record = await self._authorised(origin, result_id)
+        decision, _ = await self.screening(record, origin)
+        if decision is Decision.WITHHOLD or not 0 <= index < len(record.image_blob_ids):
+            raise ResultExpired()
+        return await self.queue.get_image(record.image_blob_ids[index])
 
     async def cancel(self, origin: Origin) -> str:
         cancelled = await self.queue.cancel(origin.user_id)
         return f"🛑 Cancelled {len(cancelled)} portrait(s)." if cancelled else "Nothing of yours is running."
 
     async def forget(self, origin: Origin) -> str:
+        """/forget: delete everything stored about the user (see `QueueClient.forget`), their audit entries
+        included; a ban and safety records are kept, and the answer says so."""
         counts = await self.queue.forget(origin.user_id)
+        _, kept = await self.abuse.forget(origin.user_id, origin.platform)
         total = sum(counts.values())
-        return f"🧹 Done: I deleted everything I had stored about you ({total} item(s))."
+        text = f"🧹 Done: I deleted everything I had stored about you ({total} item(s))."
+        if await self.abuse.is_banned(origin.user_id, origin.platform):
+            text += " I kept the record of your ban: this bot's moderators need it."
+        elif kept:
+            text += " I kept the safety record of refused requests: this bot's moderators need it."
+        return text
 
     async def stats(self, origin: Origin) -> str:
         """Admin-only numbers; others get the private-bot refusal."""
@@ -179,8 +221,15 @@ class BotCore:
     async def result_for_message(self, platform: str, chat_id: str, message_id: str) -> str | None:
         return await self.links.result_for(platform, chat_id, message_id)
 
-    async def link_message(self, platform: str, chat_id: str, message_id: str, result_id: str) -> None:
-        await self.links.link(platform, chat_id, message_id, result_id)
+    async def link_message(self, platform: str, chat_id: str, message_id: str, rendered: ResultMessage) -> None:
+        """Remember that a sent message shows `rendered`'s result (replies, reactions and buttons find it)."""
+        assert rendered.result_id is not None
+        await self.links.link(platform, chat_id, message_id, rendered.result_id, rendered.owners)
+
+    async def result_topic(self, chat_id: str, result_id: str) -> str | None:
+        """The forum topic (thread) a result was asked for in, when asked from `chat_id`; else None."""
+        record = await self.queue.get_result(result_id)
+        return record.origin.thread_id if record.origin.chat_id == chat_id else None
 
     async def chat_settings(self, platform: str, community_id: str) -> ChatSettings:
         """A chat's (or Discord server's) own settings: collaboration, NSFW opt-in, extra blocked words."""
@@ -219,8 +268,8 @@ class BotCore:
         )
         decision, warning = await self.screening(result, delivery.origin)
         if decision is Decision.WITHHOLD:
-            return ResultMessage(text=warning or "", result_id=result.result_id)
-        images = await self.images(result, delivery.origin)
+            return ResultMessage(text=warning or "", result_id=result.result_id, owners=result.request.owners)
+        images = await self._images(result)
         notices = tuple(str(n) for n in meta.get("notices", []))  # type: ignore[union-attr]
         if warning:
             notices += (warning,)
@@ -233,6 +282,7 @@ class BotCore:
             result_id=result.result_id,
             spoiler=decision is Decision.SPOILER,
             notices=notices,
+            owners=result.request.owners,
         )
 
     async def screening(self, result: ResultRecord, origin: Origin) -> tuple[Decision, str | None]:
@@ -242,14 +292,9 @@ class BotCore:
         decision = decide(max(scores, default=0.0), place, self.settings)  # type: ignore[type-var]
         return decision, notice(decision, place, self.settings)
 
-    async def images(self, result: ResultRecord, origin: Origin) -> tuple[bytes, ...]:
-        """The result's image files as they may be shown at `origin`: none when the guard withholds them.
-
-        Every path that hands out images (delivery, full size, downloads) goes through here.
-        """
-        decision, _ = await self.screening(result, origin)
-        if decision is Decision.WITHHOLD:
-            return ()
+    async def _images(self, result: ResultRecord) -> tuple[bytes, ...]:
+        """The result's image files. Only behind the gate: a delivery to its own requester (`render`), or
+        `full_size` / `image` after `_authorised`, each after the NSFW decision for its place."""
         return tuple([await self.queue.get_image(blob) for blob in result.image_blob_ids])
 
     def error_message(self, exc: BaseException) -> str:
@@ -268,8 +313,31 @@ class BotCore:
     def _admit(self, origin: Origin) -> None:
         self.access.check(origin.user_id, origin.chat_id, origin.extra.get("guild_id"))
 
-    async def _screen(self, origin: Origin, prompt: str) -> None:
-        """Ban list and prompt policy (with the community's extra words); refusals are audited."""
+    async def _checked(self, origin: Origin, args: PortraitArgs) -> PortraitParams:
+        """Every check of a portrait request before any upload is read: allowlist, preset spec (length, known
+        presets, fusion), format, count, prompt length, then ban and prompt policy (the spec screened with
+        the prompt, so a fused preset can't hide a term). Returns what the queue stores."""
+        self._admit(origin)
+        spec = args.preset.strip()
+        if not spec:
+            raise InvalidPresetSpec(
+                message="Which style? Write a preset after the command, e.g. `ghibli`. See /presets."
+            )
+        if len(spec) > MAX_SPEC_CHARS:
+            raise InvalidPresetSpec(message="That style is too long. Write a preset like `ghibli`; see /presets.")
+        resolved = self.presets.resolve(spec).spec
+        fmt = None if args.format is None else get_format(args.format).name
+        if not 1 <= args.count <= MAX_COUNT:
+            raise UserError(message=f"I can make 1 to {MAX_COUNT} images at a time.")
+        prompt = args.prompt.strip()
+        if len(prompt) > self.settings.max_prompt_chars:
+            raise PromptTooLong(length=len(prompt), limit=self.settings.max_prompt_chars)
+        await self._screen(origin, prompt, context=spec)
+        return PortraitParams(preset=resolved, prompt=prompt, format=fmt, count=args.count)
+
+    async def _screen(self, origin: Origin, prompt: str, *, context: str = "") -> None:
+        """Ban list and prompt policy (with the community's extra words); refusals are audited. `context` (a
+        preset spec, the request being edited) is screened together with `prompt` but not counted in its length."""
         chat = await self.community.get(origin.platform, _community(origin))
         await screen_request(
             policy=self.policy,
@@ -278,13 +346,25 @@ class BotCore:
             platform=origin.platform,
             chat_id=origin.chat_id,
             prompt=prompt,
+            context=context,
             extra_words=chat.extra_blocked_words,
         )
 
-    async def _check_owner(self, origin: Origin, result_id: str) -> None:
-        result = await self.queue.get_result(result_id)
-        chat = await self.community.get(origin.platform, _community(origin))
-        self.access.check_owner(origin.user_id, result.owner_user_id, collaborate=chat.collaborate)
+    async def _authorised(self, origin: Origin, result_id: str) -> ResultRecord:
+        """The gate's access checks for a result: allowlist → ban → owner or collaboration; its record."""
+        self._admit(origin)
+        if await self.abuse.is_banned(origin.user_id, origin.platform):
+            raise Banned()
+        record = await self.queue.get_result(result_id)
+        await self._check_owner(origin, record)
+        return record
+
+    async def _check_owner(self, origin: Origin, record: ResultRecord) -> None:
+        """The requester (or an admin) only, unless the result's own community lets its members collaborate:
+        a collaborative group opens its own results to its members, never other chats' results."""
+        same_community = record.origin.platform == origin.platform and _community(record.origin) == _community(origin)
+        collaborate = same_community and (await self.community.get(origin.platform, _community(origin))).collaborate
+        self.access.check_owner(origin.user_id, record.owner_user_id, collaborate=collaborate)
 
     async def _place(self, origin: Origin) -> Place:
         chat = await self.community.get(origin.platform, _community(origin))
@@ -293,3 +373,12 @@ class BotCore:
 
 def _community(origin: Origin) -> str:
     return origin.extra.get("guild_id") or origin.chat_id
+
+
+def _request_text(record: ResultRecord) -> str:
+    """What a result was asked with (preset spec, prompt, edit instruction): screened again with a change."""
+    request = record.request
+    parts = [request.portrait.preset, request.portrait.prompt] if request.portrait else []
+    if request.edit is not None:
+        parts.append(request.edit.instruction)
+    return " ".join(part for part in parts if part)

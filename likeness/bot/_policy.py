@@ -305,12 +305,16 @@ class PromptPolicy:
             return "community"
         return None
 
-    def check(self, prompt: str, *, extra_words: Sequence[str] = ()) -> None:
-        """Raise `PromptTooLong` or `PromptRefused(rule=...)`; the refusal text never repeats the prompt."""
+    def check(self, prompt: str, *, extra_words: Sequence[str] = (), context: str = "") -> None:
+        """Raise `PromptTooLong` or `PromptRefused(rule=...)`; the refusal text never repeats the prompt.
+
+        `context` (a preset spec, the request an edit changes) is matched together with the prompt, so a rule
+        that needs two terms sees both, but it does not count towards the prompt's length.
+        """
         length = len(prompt.strip())
         if length > self.max_chars:
             raise PromptTooLong(length=length, limit=self.max_chars)
-        rule = self.violation(prompt, extra_words=extra_words)
+        rule = self.violation(f"{context}\n{prompt}" if context else prompt, extra_words=extra_words)
         if rule is not None:
             raise PromptRefused(rule=rule)
 
@@ -332,6 +336,7 @@ async def screen_request(
     platform: str,
     chat_id: str | int | None,
     prompt: str,
+    context: str = "",
     extra_words: Sequence[str] = (),
 ) -> None:
     """The bot core's gate before enqueueing: ban check, then prompt policy; refusals go to the audit log.
@@ -343,7 +348,7 @@ async def screen_request(
         await abuse.record("refusal", user_id, platform, chat_id, detail=f"banned: {prompt}")
         raise Banned()
     try:
-        policy.check(prompt, extra_words=extra_words)
+        policy.check(prompt, extra_words=extra_words, context=context)
     except (PromptRefused, PromptTooLong) as exc:
         reason = exc.data.get("rule") or exc.code
         await abuse.record("refusal", user_id, platform, chat_id, detail=f"{reason}: {prompt}")

@@ -1,10 +1,15 @@
-"""Every sentence the bots say, in one place, as plain text with light Markdown-free formatting."""
+"""Every sentence the bots say, in one place, as plain text with light Markdown-free formatting.
+
+User text never reaches a reply unfiltered: quoted parts go through `likeness.errors.echo` (one line, no
+control or bidi characters, clipped) and whole answers through `strip_controls`.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from likeness.errors import echo, strip_controls
 from likeness.presets import FORMATS, Preset
 
 __all__ = [
@@ -74,9 +79,9 @@ def progress_text(step: int, total: int) -> str:
 def caption(metadata: Mapping[str, Any], seed: int, score: float | None) -> str:
     """Caption under a result: preset, seed, likeness score."""
     title = metadata.get("preset_title") or metadata.get("preset") or "portrait"
-    parts = [str(title), f"seed {seed}"]
+    parts = [echo(str(title), 80), f"seed {seed}"]
     if metadata.get("instruction"):
-        parts.insert(1, f"“{metadata['instruction']}”")
+        parts.insert(1, f"“{echo(str(metadata['instruction']), 100)}”")
     parts.append(f"Likeness {score:.0f} %" if score is not None else "Likeness n/a")
     return " · ".join(parts)
 
@@ -84,7 +89,7 @@ def caption(metadata: Mapping[str, Any], seed: int, score: float | None) -> str:
 def error_text(user_message: str | None, reference: str | None = None) -> str:
     """A user error's own text, or the generic text with a reference for the operator's logs."""
     if user_message:
-        return f"⚠️ {user_message}"
+        return f"⚠️ {strip_controls(user_message)}"
     return f"⚠️ Something went wrong on our side. Please try again. (ref {reference})"
 
 

@@ -57,7 +57,7 @@ async def _up(settings: Settings, *, playground: bool) -> int:
             print(INSTALL_HINT, file=sys.stderr)
             return 1
         try:
-            redis_server = RedisServer(settings.data_dir / "redis", appendonly=True).start()
+            redis_server = RedisServer(settings.data_dir / "redis", appendonly=True, maxmemory="1gb").start()
         except ConfigError as exc:
             print(exc, file=sys.stderr)
             return 1

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from likeness.errors import ConfigError, InvalidPresetSpec, UnknownPreset
+from likeness.errors import ConfigError, InvalidPresetSpec, UnknownPreset, echo
 from likeness.presets._schema import EffectivePreset, GenerationDefaults, LoraRef, Preset, PromptPart
 
 __all__ = ["MAX_FUSION_PARTS", "PresetCatalog", "load_preset_file"]
@@ -104,7 +104,7 @@ class PresetCatalog:
         try:
             return self._presets[name.strip().lower()]
         except KeyError:
-            raise UnknownPreset(name=_clip(name.strip()), valid=", ".join(self._presets)) from None
+            raise UnknownPreset(name=echo(name.strip()), valid=", ".join(self._presets)) from None
 
     def resolve(self, spec: str) -> EffectivePreset:
         """Resolve `name`, `a+b` or `a:0.7+b:0.3` to one effective preset.
@@ -158,10 +158,10 @@ class PresetCatalog:
             match = _PART_RE.match(piece)
             if not match:
                 raise InvalidPresetSpec(
-                    message=f"I can't read “{_clip(piece.strip())}”. "
+                    message=f"I can't read “{echo(piece.strip())}”. "
                     "Write presets like `ghibli` or `ghibli:0.7+headshot:0.3`."
                 )
-            name, raw_weight = _clip(match.group(1).lower()), match.group(2)
+            name, raw_weight = echo(match.group(1).lower()), match.group(2)
             self.get(name)
             try:
                 weight = 1.0 if raw_weight is None else float(raw_weight)
@@ -190,11 +190,6 @@ def _whole_percents(shares: list[float]) -> list[int]:
     for i in by_remainder[: 100 - sum(percents)]:
         percents[i] += 1
     return percents
-
-
-def _clip(text: str, limit: int = 40) -> str:
-    """User text echoed in an error, cut short (a spec can be as long as a chat message)."""
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _blend(weighted: list[tuple[GenerationDefaults, float]], main: GenerationDefaults) -> GenerationDefaults:

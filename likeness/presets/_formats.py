@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from likeness.errors import UnknownFormat
+from likeness.errors import UnknownFormat, echo
 
 __all__ = ["FORMATS", "Format", "get_format", "size_for"]
 
@@ -42,7 +42,7 @@ def get_format(name: str) -> Format:
     try:
         return FORMATS[name.strip().lower()]
     except KeyError:
-        raise UnknownFormat(name=name, valid=", ".join(FORMATS)) from None
+        raise UnknownFormat(name=echo(name), valid=", ".join(FORMATS)) from None
 
 
 def size_for(fmt: Format | str, base: int, multiple: int = 64) -> tuple[int, int]:

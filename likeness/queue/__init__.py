@@ -15,9 +15,10 @@ Bots (torch-free):
             await deliveries.ack(delivery)
 
 Workers run `likeness worker` (`likeness.queue._worker`, the only module here that imports the engine).
-Redis key names: `likeness/queue/_keys.py`. Redis failures reach bots as `QueueUnavailable`.
+Every Redis key name: `likeness.queue.keys` (the registry). Redis failures reach bots as `QueueUnavailable`.
 """
 
+from likeness.queue import _keys as keys
 from likeness.queue._admission import FAIR_OFFSET_MS
 from likeness.queue._client import QueueClient
 from likeness.queue._delivery import DeliveryConsumer, append_delivery
@@ -53,4 +54,5 @@ __all__ = [
     "Stage",
     "Ticket",
     "append_delivery",
+    "keys",
 ]

@@ -18,11 +18,13 @@ from typing import Any, Literal, get_args
 import redis.asyncio as aioredis
 
 from likeness.queue._errors import redis_errors
+from likeness.queue._keys import AUDIT_STREAM, BANS_KEY
 
-__all__ = ["AUDIT_STREAM", "BANS_KEY", "AbuseLog", "AuditEvent", "BanInfo", "EventKind"]
+__all__ = ["AUDIT_STREAM", "BANS_KEY", "SAFETY_RULES", "AbuseLog", "AuditEvent", "BanInfo", "EventKind"]
 
-AUDIT_STREAM = "likeness:audit"
-BANS_KEY = "likeness:bans"
+# Refusals under these prompt-policy rules are safety records, kept by `forget` like bans: moderators need
+# them to act on attempts to sexualise minors.
+SAFETY_RULES = frozenset({"sexualised-minor"})
 EventKind = Literal["request", "refusal", "flag", "ban", "unban"]
 _KINDS = frozenset(get_args(EventKind))
 _MAX_DETAIL = 1000
@@ -128,6 +130,28 @@ class AbuseLog:
                 lower = "(" + _text(page[-1][0])
         return dict(tally)
 
+    async def forget(self, user_id: str | int, platform: str) -> tuple[int, int]:
+        """Delete the user's events (their prompts) except bans and safety refusals (`SAFETY_RULES`);
+        returns (deleted, kept)."""
+        user, deleted, kept, lower = str(user_id), 0, 0, "-"
+        async with redis_errors():
+            while True:
+                page = await self._redis.xrange(self._stream, min=lower, max="+", count=_PAGE)
+                doomed = []
+                for entry_id, fields in page:
+                    event = _event(entry_id, fields)
+                    if event.user_id != user or event.platform != platform:
+                        continue
+                    if _is_safety_record(event):
+                        kept += 1
+                    else:
+                        doomed.append(entry_id)
+                if doomed:
+                    deleted += int(await self._redis.xdel(self._stream, *doomed))
+                if len(page) < _PAGE:
+                    return deleted, kept
+                lower = "(" + _text(page[-1][0])
+
     async def ban(self, user_id: str | int, platform: str, *, reason: str, by: str | int) -> None:
         """Ban a user on one platform (recorded in the log too); their requests are refused before enqueue."""
         info = {"reason": reason[:_MAX_DETAIL], "by": str(by), "at": time.time()}
@@ -158,6 +182,12 @@ class AbuseLog:
             at = datetime.fromtimestamp(float(info["at"]), UTC)
             result.append(BanInfo(user_id, platform, str(info["reason"]), str(info["by"]), at))
         return sorted(result, key=lambda ban: ban.at)
+
+
+def _is_safety_record(event: AuditEvent) -> bool:
+    if event.kind in ("ban", "unban"):
+        return True
+    return event.kind == "refusal" and event.detail.split(":", 1)[0] in SAFETY_RULES
 
 
 def _ban_field(user_id: str | int, platform: str) -> str:

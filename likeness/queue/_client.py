@@ -11,30 +11,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import hashlib
 import secrets
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import ParamSpec, TypeVar
 
 from arq.connections import ArqRedis
-from redis.asyncio import ConnectionPool
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError, WatchError
+from redis.exceptions import OutOfMemoryError, ResponseError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from likeness.config import Settings
 from likeness.errors import (
     PromptTooLong,
+    QueueFull,
     QueueUnavailable,
     ResultExpired,
 )
-from likeness.images import sniff_image
+from likeness.images import prepare_mask, prepare_selfie, sniff_image
 from likeness.instructions import parse_instruction
 from likeness.presets import PresetCatalog, get_format
 from likeness.queue import _keys
@@ -53,6 +49,7 @@ from likeness.queue._models import (
     Ticket,
 )
 from likeness.queue._progress import add_progress, publish_progress
+from likeness.queue._redis import timed_pool
 
 __all__ = ["QueueClient"]
 
@@ -93,6 +90,8 @@ def _translated(fn: Callable[_P, Awaitable[_T]]) -> Callable[_P, Awaitable[_T]]:
     async def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _T:
         try:
             return await fn(*args, **kwargs)
+        except OutOfMemoryError as exc:  # Redis at `maxmemory` (noeviction): refuse new work, keep what is queued
+            raise QueueFull(retry_after=60) from exc
         except _REDIS_DOWN as exc:
             raise QueueUnavailable() from exc
 
@@ -102,28 +101,27 @@ def _translated(fn: Callable[_P, Awaitable[_T]]) -> Callable[_P, Awaitable[_T]]:
 class QueueClient:
     """Submit and follow portrait jobs. Use as `async with QueueClient(settings) as queue:`.
 
-    Every `submit_*` validates first (a `UserError` with a friendly `user_message` for bad input), then
-    applies the limits unless the user is an admin (`TooManyActiveJobs`, `RateLimited`, `QueueFull`),
-    then stores the inputs and enqueues. `idempotency_key` (e.g. a button press or message id) makes
-    a repeated submit return the first job's ticket with `duplicate=True` instead of a second job.
+    Every `submit_*` validates first (a `UserError` with a friendly `user_message` for bad input), then takes
+    a slot under the limits in one atomic step unless the user is an admin (`TooManyActiveJobs`, `QueueFull`,
+    `RateLimited`), then stores the inputs and enqueues. `idempotency_key` (e.g. a button press or message id)
+    makes a repeated submit return the first job's ticket with `duplicate=True` instead of a second job.
+
+    Redis commands time out after `settings.redis_timeout_s`: a frozen or partitioned Redis answers
+    `QueueUnavailable` within seconds instead of leaving a request hanging.
     """
 
     def __init__(self, settings: Settings, *, presets: PresetCatalog | None = None) -> None:
         self.settings = settings
         self.presets = presets or PresetCatalog.load(settings.presets_dir)
-        # Stale connections (Redis restarted) are retried on a fresh one, so the client recovers by itself.
-        self._pool = ConnectionPool.from_url(
-            settings.redis_dsn,
-            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
-            retry_on_error=[RedisConnectionError, RedisTimeoutError],
-            socket_connect_timeout=2,
-        )
+        # Stale connections (Redis restarted) are retried on a fresh one, so the client recovers by itself; a
+        # reply that does not come within `redis_timeout_s` fails at once (a frozen Redis).
+        self._pool = timed_pool(settings.redis_dsn, reply_timeout_s=settings.redis_timeout_s)
         self.redis = ArqRedis(connection_pool=self._pool)
         self.blobs = BlobStore(
             self.redis,
             selfie_ttl_s=settings.selfie_ttl_s,
             result_ttl_s=settings.result_ttl_s,
-            max_bytes=settings.max_upload_bytes,
+            upload_budget_bytes=settings.upload_budget_bytes,
         )
         self.admission = Admission(settings, self.redis, self._pool)
 
@@ -152,26 +150,33 @@ class QueueClient:
     ) -> Ticket:
         """Queue portraits of the person in `selfie` (raw upload bytes) with a preset spec and options.
 
-        Raises `InvalidImage`, `UnknownPreset`, `InvalidPresetSpec`, `UnknownFormat`, `PromptTooLong`
-        before anything is stored; then the limit errors.
+        Raises `InvalidImage`, `UnknownPreset`, `InvalidPresetSpec`, `UnknownFormat`, `PromptTooLong` before
+        anything is stored; then the limit errors and `StorageFull`. What is stored is the decoded selfie,
+        upright, at most `max_selfie_side` px and without metadata (`prepare_selfie`), never the upload.
         """
         sniff_image(selfie, max_bytes=self.settings.max_upload_bytes, max_pixels=self.settings.max_image_pixels)
         params = self._check_portrait(params)
-        job_id, dup = await self._claim_job_id(origin, idempotency_key)
-        if dup is not None:
-            return dup
-        await self.admission.check(origin.user_id)
-        selfie_id = await self.blobs.put(selfie, kind="selfie", owner=origin.user_id)
-        payload = JobPayload(
-            job_id=job_id,
-            kind="portrait",
-            mode="portrait",
-            origin=origin,
-            portrait=params,
-            selfie_blob_id=selfie_id,
-            seeds=_seeds(params.seed, params.count),
-        )
-        return await self._enqueue(payload)
+        async with self._reserved(origin, idempotency_key) as (job_id, dup):
+            if dup is not None:
+                return dup
+            prepared = await asyncio.to_thread(
+                prepare_selfie,
+                selfie,
+                max_bytes=self.settings.max_upload_bytes,
+                max_pixels=self.settings.max_image_pixels,
+                max_side=self.settings.max_selfie_side,
+            )
+            selfie_id = await self.blobs.put_upload(prepared, kind="selfie", owner=origin.user_id)
+            payload = JobPayload(
+                job_id=job_id,
+                kind="portrait",
+                mode="portrait",
+                origin=origin,
+                portrait=params,
+                selfie_blob_id=selfie_id,
+                seeds=_seeds(params.seed, params.count),
+            )
+            return await self._enqueue(payload, idempotency_key)
 
     @_translated
     async def submit_reroll(
@@ -222,23 +227,32 @@ class QueueClient:
         parent = await self.get_result(parent_result_id)
         if not 0 <= image_index < len(parent.image_blob_ids):
             raise ValueError(f"result {parent_result_id} has {len(parent.image_blob_ids)} images")
-        job_id, dup = await self._claim_job_id(origin, idempotency_key)
-        if dup is not None:
-            return dup
-        await self.admission.check(origin.user_id)
-        mask_id = None if mask is None else await self.blobs.put(mask, kind="mask", owner=origin.user_id)
-        payload = JobPayload(
-            job_id=job_id,
-            kind="edit",
-            mode="edit",
-            origin=origin,
-            edit=EditParams(instruction=instruction, mask_blob_id=mask_id),
-            selfie_blob_id=parent.request.selfie_blob_id,
-            source_blob_id=parent.image_blob_ids[image_index],
-            parent_result_id=parent.result_id,
-            seeds=_seeds(None, 1),
-        )
-        return await self._enqueue(payload)
+        async with self._reserved(origin, idempotency_key) as (job_id, dup):
+            if dup is not None:
+                return dup
+            mask_id = None
+            if mask is not None:
+                prepared = await asyncio.to_thread(
+                    prepare_mask,
+                    mask,
+                    max_bytes=self.settings.max_upload_bytes,
+                    max_pixels=self.settings.max_image_pixels,
+                    max_side=self.settings.max_selfie_side,
+                )
+                mask_id = await self.blobs.put_upload(prepared, kind="mask", owner=origin.user_id)
+            payload = JobPayload(
+                job_id=job_id,
+                kind="edit",
+                mode="edit",
+                origin=origin,
+                edit=EditParams(instruction=instruction, mask_blob_id=mask_id),
+                selfie_blob_id=parent.request.selfie_blob_id,
+                subject_user_id=parent.request.subject,
+                source_blob_id=parent.image_blob_ids[image_index],
+                parent_result_id=parent.result_id,
+                seeds=_seeds(None, 1),
+            )
+            return await self._enqueue(payload, idempotency_key)
 
     # --- following ----------------------------------------------------------------------------------
 
@@ -277,12 +291,16 @@ class QueueClient:
 
     @_translated
     async def get_result(self, result_id: str) -> ResultRecord:
-        """A finished result (request, seeds, image ids, metadata); `ResultExpired` when gone."""
+        """A finished result (request, seeds, image ids, metadata); `ResultExpired` when gone.
+
+        Metadata only: the images themselves are handed out by `BotCore`, the one gate that checks who asks.
+        """
         return await self.blobs.get_result(result_id)
 
     @_translated
     async def get_image(self, blob_id: str) -> bytes:
-        """Bytes of a stored image (a result image, a preview); `ResultExpired` when gone."""
+        """Bytes of a stored image (a result image, a preview); `ResultExpired` when gone. Bots go through
+        `BotCore`'s gate instead of calling this."""
         return await self.blobs.get(blob_id)
 
     @_translated
@@ -300,40 +318,48 @@ class QueueClient:
         A queued job is removed at once; a running one is aborted (its images, if any, are dropped).
         Only the job's owner can cancel it: a job id of another user is ignored.
         """
-        active_key = _keys.active(user_id)
-        ids = [m.decode() for m in await self.redis.zrange(active_key, 0, -1)]
+        ids = [m.decode() for m in await self.redis.zrange(_keys.active(user_id), 0, -1)]
         targets = [j for j in ids if job_id is None or j == job_id]
         for target in targets:
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.set(_keys.cancelled(target), "1", ex=_keys.DAY_S)
-                pipe.zrem(active_key, target)
-                await pipe.execute()
-            removed = await self.redis.eval(  # type: ignore[misc]
-                _REMOVE_QUEUED, 3, _keys.ARQ_QUEUE, _keys.ARQ_IN_PROGRESS + target, _keys.ARQ_JOB + target, target
-            )
-            if not removed:  # running (or just picked up): ask arq to cancel the task
-                await self.redis.zadd(_keys.ARQ_ABORT, {target: int(time.time() * 1000)})
-                await self.redis.publish(_keys.WAKE_CHANNEL, b"")  # workers look at aborts when they poll
-            await publish_progress(self.redis, ProgressEvent(job_id=target, stage="cancelled"))
+            await self._stop(target, user_id)
         return targets
 
     @_translated
     async def forget(self, user_id: str) -> dict[str, int]:
-        """Delete everything stored for `user_id` (cancels their jobs first); counts per kind of data."""
+        """Delete everything stored for `user_id`; counts per kind of data.
+
+        Their jobs are cancelled first, and so are other members' jobs drawing this user's selfie; what those
+        made (results remixed from this user's face) is deleted with the rest. Reached through the user's
+        indexes: every key holding their data, and their delivery-stream entries. The audit log and bans are
+        `AbuseLog.forget`'s (the caller's) business.
+        """
         cancelled = await self.cancel(user_id)
         keys = [k.decode() for k in await self.redis.smembers(_keys.user_keys(user_id))]  # type: ignore[misc]
-        counts = {"cancelled": len(cancelled), "results": 0, "images": 0, "uploads": 0, "jobs": 0}
-        existing = await self._existing(keys)
-        for key in existing:
-            if key.startswith("likeness:result:"):
-                counts["results"] += 1
-            elif key.startswith("likeness:blob:img-"):
-                counts["images"] += 1
-            elif key.startswith("likeness:blob:"):
-                counts["uploads"] += 1
-            elif key.startswith("likeness:job:"):
-                counts["jobs"] += 1
-        await self.redis.delete(*keys, _keys.user_keys(user_id), _keys.active(user_id), _keys.fair(user_id))
+        for key in keys:  # remixes by other members still running on this user's selfie
+            if key.startswith("likeness:job:"):
+                job = await self.get_job(key.removeprefix("likeness:job:"))
+                if job is not None and job.user_id != user_id and user_id in job.owners:
+                    await self._stop(job.job_id, job.user_id)
+        counts = {"cancelled": len(cancelled), "results": 0, "images": 0, "uploads": 0, "jobs": 0, "messages": 0}
+        for key in await self._existing(keys):
+            kind = next((k for p, k in _KINDS if key.startswith(p)), None)
+            if kind is not None:
+                counts[kind] += 1
+        entries = [e.decode() for e in await self.redis.smembers(_keys.user_entries(user_id))]  # type: ignore[misc]
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for entry in entries:
+                stream, _, entry_id = entry.partition(" ")
+                pipe.xdel(stream, entry_id)
+            pipe.delete(
+                *keys,
+                _keys.user_keys(user_id),
+                _keys.user_entries(user_id),
+                _keys.active(user_id),
+                _keys.uploads(user_id),
+                _keys.fair(user_id),
+                self.admission.rate_limit_key(user_id),
+            )
+            await pipe.execute()
         return counts
 
     # --- numbers ------------------------------------------------------------------------------------
@@ -382,39 +408,46 @@ class QueueClient:
         idempotency_key: str | None,
         overrides: dict[str, str] | None = None,
     ) -> Ticket:
-        job_id, dup = await self._claim_job_id(origin, idempotency_key)
-        if dup is not None:
-            return dup
-        await self.admission.check(origin.user_id)
-        request = parent.request.model_copy(update=overrides or {})
-        for blob_id in (request.selfie_blob_id, request.source_blob_id):
-            if blob_id is not None and not await self.redis.exists(_keys.blob(blob_id)):
-                raise ResultExpired()
-        portrait = request.portrait.model_copy(update={"count": count, "seed": None}) if request.portrait else None
-        payload = request.model_copy(
-            update={
-                "job_id": job_id,
-                "kind": kind,
-                "origin": origin,
-                "portrait": portrait,
-                "parent_result_id": parent.result_id,
-                "seeds": _seeds(None, count),
-                "submitted_at": time.time(),
-            }
-        )
-        return await self._enqueue(JobPayload.model_validate(payload.model_dump()))
+        async with self._reserved(origin, idempotency_key) as (job_id, dup):
+            if dup is not None:
+                return dup
+            request = parent.request.model_copy(update=overrides or {})
+            for blob_id in (request.selfie_blob_id, request.source_blob_id):
+                if blob_id is not None and not await self.redis.exists(_keys.blob(blob_id)):
+                    raise ResultExpired()
+            portrait = request.portrait.model_copy(update={"count": count, "seed": None}) if request.portrait else None
+            payload = request.model_copy(
+                update={
+                    "job_id": job_id,
+                    "result_id": _keys.new_result_id(),
+                    "subject_user_id": request.subject,
+                    "kind": kind,
+                    "origin": origin,
+                    "portrait": portrait,
+                    "parent_result_id": parent.result_id,
+                    "seeds": _seeds(None, count),
+                    "submitted_at": time.time(),
+                }
+            )
+            return await self._enqueue(JobPayload.model_validate(payload.model_dump()), idempotency_key)
 
-    async def _claim_job_id(self, origin: Origin, idempotency_key: str | None) -> tuple[str, Ticket | None]:
-        """The id of a new job, and the ticket of the job already queued under the same idempotency key."""
-        if idempotency_key is None:
-            return uuid.uuid4().hex, None
-        digest = hashlib.sha256(f"{origin.platform}\0{origin.user_id}\0{idempotency_key}".encode()).hexdigest()
-        job_id = f"k{digest[:31]}"
-        return job_id, await self._duplicate(job_id)
+    @contextlib.asynccontextmanager
+    async def _reserved(self, origin: Origin, idempotency_key: str | None) -> AsyncIterator[tuple[str, Ticket | None]]:
+        """A new job id with its slot under the limits taken (or the ticket of the job already queued under the
+        same idempotency key). The slot (and key) are given back if the block fails before the job is queued."""
+        idem = None if idempotency_key is None else _keys.idem(origin.platform, origin.user_id, idempotency_key)
+        reservation = await self.admission.reserve(origin.user_id, _keys.new_id(), idem)
+        if reservation.duplicate_of is not None:
+            yield reservation.job_id, await self._duplicate(reservation.duplicate_of)
+            return
+        try:
+            yield reservation.job_id, None
+        except BaseException:
+            with contextlib.suppress(*_REDIS_DOWN):
+                await self.admission.release(origin.user_id, reservation.job_id, idem)
+            raise
 
-    async def _duplicate(self, job_id: str) -> Ticket | None:
-        if not await self.redis.exists(_keys.job(job_id)):
-            return None
+    async def _duplicate(self, job_id: str) -> Ticket:
         position = await self.position(job_id)
         return Ticket(
             job_id=job_id,
@@ -423,24 +456,23 @@ class QueueClient:
             duplicate=True,
         )
 
-    async def _enqueue(self, payload: JobPayload) -> Ticket:
-        user = payload.user_id
-        score_ms, avg_s = await self.admission.fair_score_ms(user)
-        job_ttl = self.settings.result_ttl_s
-        if not await self.redis.set(_keys.job(payload.job_id), payload.model_dump_json(), nx=True, ex=job_ttl):
-            return await self._duplicate(payload.job_id) or Ticket(job_id=payload.job_id, position=0, eta_s=0.0)
-        expiry = int(time.time() * 1000) + self.admission.active_bound_ms()
+    async def _enqueue(self, payload: JobPayload, idempotency_key: str | None) -> Ticket:
+        """Store the payload (indexed for its users' `forget`), hand it to arq, announce it. The caller's
+        `_reserved` block gives the slot back if this fails before the job is queued."""
+        score_ms, avg_s = await self.admission.fair_score_ms(payload.user_id)
+        owned = [*_keys.job_keys(payload.job_id)]
+        if idempotency_key is not None:
+            owned.append(_keys.idem(payload.origin.platform, payload.user_id, idempotency_key))
         async with self.redis.pipeline(transaction=True) as pipe:
-            self.blobs.own(pipe, user, _keys.job(payload.job_id))
-            pipe.zadd(_keys.active(user), {payload.job_id: expiry})
-            pipe.pexpire(_keys.active(user), self.admission.active_bound_ms())
+            pipe.set(_keys.job(payload.job_id), payload.model_dump_json(), ex=self.settings.result_ttl_s)
+            self.blobs.own(pipe, payload.owners, owned)
             pipe.incr(_keys.stats_jobs(_keys.today()))
             pipe.expire(_keys.stats_jobs(_keys.today()), 2 * _keys.DAY_S)
             await pipe.execute()
         try:
             await self._enqueue_arq(payload.job_id, score_ms)
         except Exception:
-            if not await self._queued_anyway(payload.job_id, user):
+            if not await self._queued_anyway(payload.job_id):
                 raise
         # Queued: from here on the job runs whatever happens, so position and the first progress event
         # are best effort; a failure must not tell the user "failed" for a portrait that will arrive.
@@ -475,18 +507,29 @@ class QueueClient:
                     raise
                 await asyncio.sleep(delay)
 
-    async def _queued_anyway(self, job_id: str, user: str) -> bool:
-        """After a failed enqueue: True if arq got the job before the connection dropped; else take back
-        what `_enqueue` wrote, so neither the user's limit nor a retry with the same idempotency key is
-        held by a job that will never run (if Redis is down, both expire on their own)."""
+    async def _queued_anyway(self, job_id: str) -> bool:
+        """After a failed enqueue: True if arq got the job before the connection dropped; else delete the
+        payload, so a job that will never run leaves nothing behind (if Redis is down, it expires)."""
         with contextlib.suppress(*_REDIS_DOWN):
             if await self.redis.exists(_keys.ARQ_JOB + job_id):
                 return True
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.delete(_keys.job(job_id))
-                pipe.zrem(_keys.active(user), job_id)
-                await pipe.execute()
+            await self.redis.delete(_keys.job(job_id))
         return False
+
+    async def _stop(self, job_id: str, user_id: str) -> None:
+        """Cancel one job: marked (no delivery will be appended), its slot released, removed from the queue
+        if it has not started, else aborted."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(_keys.cancelled(job_id), "1", ex=_keys.DAY_S)
+            self.admission.release_in(pipe, user_id, job_id)
+            await pipe.execute()
+        removed = await self.redis.eval(  # type: ignore[misc]
+            _REMOVE_QUEUED, 3, _keys.ARQ_QUEUE, _keys.ARQ_IN_PROGRESS + job_id, _keys.ARQ_JOB + job_id, job_id
+        )
+        if not removed:  # running (or just picked up): ask arq to cancel the task
+            await self.redis.zadd(_keys.ARQ_ABORT, {job_id: int(time.time() * 1000)})
+            await self.redis.publish(_keys.WAKE_CHANNEL, b"")  # workers look at aborts when they poll
+        await publish_progress(self.redis, ProgressEvent(job_id=job_id, stage="cancelled"))
 
     async def _existing(self, keys: list[str]) -> list[str]:
         if not keys:
@@ -496,6 +539,16 @@ class QueueClient:
                 pipe.exists(key)
             found = await pipe.execute()
         return [k for k, f in zip(keys, found, strict=True) if f]
+
+
+# What `forget` counts, by key prefix (first match wins).
+_KINDS = (
+    ("likeness:result:", "results"),
+    ("likeness:blob:img-", "images"),
+    ("likeness:blob:", "uploads"),
+    ("likeness:job:", "jobs"),
+    ("likeness:msg:", "messages"),
+)
 
 
 def _seeds(first: int | None, count: int) -> tuple[int, ...]:

@@ -14,11 +14,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from likeness.config import Settings
 from likeness.errors import UserError
+from likeness.queue import _keys
 from likeness.queue._errors import redis_errors
 
 __all__ = ["ChatSettings", "CommunitySettings"]
 
-_KEY = "likeness:community:{platform}:{chat_id}"
 MAX_EXTRA_WORDS = 200
 MAX_WORD_CHARS = 64
 
@@ -63,7 +63,7 @@ class CommunitySettings:
     async def get(self, platform: str, chat_id: str | int) -> ChatSettings:
         """The community's settings: stored changes over operator defaults."""
         async with redis_errors():
-            stored = await self._redis.hgetall(_key(platform, chat_id))  # type: ignore[misc]
+            stored = await self._redis.hgetall(_keys.community(platform, chat_id))  # type: ignore[misc]
         values: dict[str, Any] = dict(self._defaults)
         for name, raw in stored.items():
             name = name.decode() if isinstance(name, bytes) else name
@@ -87,16 +87,10 @@ class CommunitySettings:
         fields = {name: json.dumps(getattr(updated, name)) for name in changes}
         if fields:
             async with redis_errors():
-                await self._redis.hset(_key(platform, chat_id), mapping=fields)  # type: ignore[misc]
+                await self._redis.hset(_keys.community(platform, chat_id), mapping=fields)  # type: ignore[misc]
         return updated
 
     async def reset(self, platform: str, chat_id: str | int) -> None:
         """Forget every change: the community is back on operator defaults."""
         async with redis_errors():
-            await self._redis.delete(_key(platform, chat_id))
-
-
-def _key(platform: str, chat_id: str | int) -> str:
-    if not platform or ":" in platform:
-        raise ValueError(f"invalid platform name {platform!r}")
-    return _KEY.format(platform=platform, chat_id=chat_id)
+            await self._redis.delete(_keys.community(platform, chat_id))

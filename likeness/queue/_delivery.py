@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -26,6 +25,7 @@ from likeness.errors import QueueUnavailable
 from likeness.queue import _keys
 from likeness.queue._errors import outlasting_outage
 from likeness.queue._models import Delivery, Platform
+from likeness.queue._redis import timed_pool
 
 __all__ = ["DeliveryConsumer", "append_delivery"]
 
@@ -34,34 +34,52 @@ log = logging.getLogger(__name__)
 DELIVERY_STREAM_TTL_S = 30 * 24 * 3600
 _MAX_ENTRIES = 10_000
 
-# KEYS: delivered marker, stream, cancelled marker. ARGV: delivery JSON, marker TTL, stream TTL, max entries.
-# One script so that "mark delivered" and "append" happen together or not at all, and never after a cancel.
+# KEYS: delivered marker, stream, cancelled marker, then one entries index per owner.
+# ARGV: delivery JSON, marker TTL s, stream TTL s, max entries, oldest entry id kept, index TTL s.
+# One script so that "mark delivered" and "append" happen together or not at all, and never after a cancel;
+# entries older than the results they carry are trimmed, and each entry is indexed for its users' `forget`.
 _APPEND_ONCE = """
 if redis.call('exists', KEYS[3]) == 1 then
   return false
 end
 if redis.call('set', KEYS[1], '1', 'NX', 'EX', ARGV[2]) then
-  local id = redis.call('xadd', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'd', ARGV[1])
+  local id = redis.call('xadd', KEYS[2], 'MINID', '~', ARGV[5], '*', 'd', ARGV[1])
+  redis.call('xtrim', KEYS[2], 'MAXLEN', '~', ARGV[4])
   redis.call('expire', KEYS[2], ARGV[3])
+  for i = 4, #KEYS do
+    redis.call('sadd', KEYS[i], KEYS[2] .. ' ' .. id)
+    redis.call('expire', KEYS[i], ARGV[6])
+  end
   return id
 end
 return false
 """
 
 
-async def append_delivery(redis: Redis, delivery: Delivery, *, marker_ttl_s: int) -> str | None:
+async def append_delivery(
+    redis: Redis, delivery: Delivery, *, marker_ttl_s: int, owners: Sequence[str] = ()
+) -> str | None:
     """Append `delivery` to its platform's stream unless this job was delivered before or cancelled; the
-    entry id, or None when nothing was appended."""
+    entry id, or None when nothing was appended.
+
+    Entries older than `marker_ttl_s` (the results' TTL: what they point to is gone) are trimmed as new ones
+    arrive. The entry is indexed for `forget` under the requester and every user in `owners`.
+    """
+    users = list(dict.fromkeys((delivery.origin.user_id, *owners)))
+    oldest = max(0, int(time.time() * 1000) - marker_ttl_s * 1000)
     entry = await redis.eval(  # type: ignore[misc]
         _APPEND_ONCE,
-        3,
+        3 + len(users),
         _keys.delivered(delivery.job_id),
         _keys.deliveries(delivery.origin.platform),
         _keys.cancelled(delivery.job_id),
+        *(_keys.user_entries(user) for user in users),
         delivery.model_dump_json(),
         str(marker_ttl_s),
         str(DELIVERY_STREAM_TTL_S),
         str(_MAX_ENTRIES),
+        f"{oldest}-0",
+        str(marker_ttl_s),
     )
     return None if entry is None else (entry.decode() if isinstance(entry, bytes) else str(entry))
 
@@ -91,12 +109,10 @@ class DeliveryConsumer:
     ) -> None:
         if isinstance(source, Settings):
             # Retried on a fresh connection after a Redis restart, so an `ack` right after one still lands.
-            self.redis: Redis = Redis.from_url(
-                source.redis_dsn,
-                retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 5),
-                retry_on_error=[RedisConnectionError, RedisTimeoutError],
-                socket_connect_timeout=2,
-            )
+            pool = timed_pool(
+                source.redis_dsn, reply_timeout_s=source.redis_timeout_s + block_s, retries=5, backoff_cap_s=1.0
+            )  # XREADGROUP blocks up to `block_s` before its reply
+            self.redis: Redis = Redis.from_pool(pool)
             self._owns_redis = True
         else:
             self.redis = source
@@ -180,6 +196,10 @@ class DeliveryConsumer:
             own = await self.redis.xreadgroup(_keys.DELIVERY_GROUP, self.consumer, {self.stream: "0"}, count=self.batch)
             entries = own[0][1] if own else []
             if entries:
+                # Entries deleted while pending (`forget`, trimmed by age) come back without fields: ack them.
+                gone = [entry_id for entry_id, fields in entries if not fields]
+                if gone:
+                    await self.redis.xack(self.stream, _keys.DELIVERY_GROUP, *gone)
                 return [e for e in entries if e[1]]
             self._own_backlog_done = True
         claimed = await self.redis.xautoclaim(

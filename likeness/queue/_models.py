@@ -10,6 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from likeness.queue import _keys
+
 __all__ = [
     "Delivery",
     "EditParams",
@@ -85,10 +87,14 @@ class JobPayload(_Model):
     `mode` is what the engine runs: a portrait from a selfie, an edit of `source_blob_id`, or a variation
     of `source_blob_id` (with the portrait params that made it). `kind` is what the user asked for; a
     reroll repeats the parent's request (its mode included) with new seeds.
-    Seeds are fixed at submit time, so a job re-run after a crash makes the same images.
+    Seeds and the (random) result id are fixed at submit time, so a job re-run after a crash makes the same
+    images under the same ids. `subject_user_id` is whose face it is (the selfie's owner), which differs from
+    the requester's when a member remixes another's result: `forget` by either removes it.
     """
 
     job_id: str = Field(min_length=1, max_length=128)
+    result_id: str = Field(default_factory=_keys.new_result_id, min_length=1, max_length=128)
+    subject_user_id: str | None = Field(default=None, max_length=128)
     kind: JobKind
     mode: Literal["portrait", "edit", "variation"]
     origin: Origin
@@ -105,6 +111,16 @@ class JobPayload(_Model):
     @property
     def user_id(self) -> str:
         return self.origin.user_id
+
+    @property
+    def subject(self) -> str:
+        """The user whose selfie this job draws (the requester, unless remixing someone else's result)."""
+        return self.subject_user_id or self.origin.user_id
+
+    @property
+    def owners(self) -> tuple[str, ...]:
+        """Users whose `forget` must remove what this job writes: the requester and the person in the selfie."""
+        return tuple(dict.fromkeys((self.user_id, self.subject)))
 
 
 class ResultRecord(_Model):

@@ -2,16 +2,16 @@
 
 The only module of `likeness.queue` that imports `likeness.generation` (lazily, in the default factories).
 
-Job life: started → step events (≤ 4/s) → images + ResultRecord stored under ids derived from the job id
-→ one `Delivery` (guarded by `likeness:delivered:<job>`) → done. Outcomes:
+Job life: started → step events (≤ 4/s) → images + ResultRecord stored under the random result id fixed in
+the payload → one `Delivery` (guarded by `likeness:delivered:<job>`) → done. Outcomes:
 - `UserError` (no face, ...): delivered at once as an error, no retry.
 - other errors (`GenerationFailed`, single-request `OutOfMemory`, Redis hiccups): `arq.Retry` with backoff
   (1 s, 2 s, 4 s ...) up to `max_tries`, then delivered as an error.
 - our own deadline (`job_timeout_s` − 2 s): delivered as `JobTimeout`.
 - SIGTERM: arq cancels the job and puts it back at once; another worker starts it.
 - SIGKILL: arq's `arq:in-progress:<job>` key expires after `job_timeout_s + 10` s, then another worker
-  re-runs it. Seeds are fixed in the payload and ids derive from the job id, so the re-run overwrites the
-  same result and the delivery marker keeps it to ONE delivery. A job killed on every try gets a
+  re-runs it. Seeds and the result id are fixed in the payload, so the re-run overwrites the same result
+  and the delivery marker keeps it to ONE delivery. A job killed on every try gets a
   `GenerationFailed` delivery on try `max_tries + 1` (arq's own limit is one higher, so we always see it).
 """
 
@@ -42,6 +42,7 @@ from likeness.errors import GenerationFailed, JobTimeout, LikenessError, Service
 from likeness.images import load_image
 from likeness.queue import _keys
 from likeness.queue._abuse import AbuseLog
+from likeness.queue._admission import Admission
 from likeness.queue._batcher import MicroBatcher
 from likeness.queue._blobs import BlobStore
 from likeness.queue._delivery import append_delivery
@@ -140,7 +141,7 @@ class JobRunner:
             redis,
             selfie_ttl_s=settings.selfie_ttl_s,
             result_ttl_s=settings.result_ttl_s,
-            max_bytes=settings.max_upload_bytes,
+            upload_budget_bytes=settings.upload_budget_bytes,
         )
         self.batcher = MicroBatcher(
             engine,
@@ -191,7 +192,8 @@ class JobRunner:
             return "cancelled"
         if delivered:
             log.info("job %s: already delivered (re-run after a crash); nothing to do", job_id)
-            await self._finish_accounting(job_id, None)
+            owner = JobPayload.model_validate_json(raw).user_id if raw is not None else None
+            await self._finish_accounting(job_id, owner)
             return "already delivered"
         if raw is None:
             log.warning("job %s: payload expired or forgotten; dropping it", job_id)
@@ -224,7 +226,12 @@ class JobRunner:
             return cause
         record = await self._store(payload, result, batch_size)
         delivery = Delivery(job_id=job_id, kind=payload.kind, origin=payload.origin, result=record)
-        if await append_delivery(self.redis, delivery, marker_ttl_s=self.settings.result_ttl_s) is None:
+        appended = await append_delivery(
+            self.redis, delivery, marker_ttl_s=self.settings.result_ttl_s, owners=payload.owners
+        )
+        if appended is None:
+            if await self.redis.exists(_keys.cancelled(job_id)):  # cancelled or forgotten while it ran
+                await self.blobs.delete_result(record)
             await self._finish_accounting(job_id, payload.user_id)
             return "cancelled"  # (or delivered by an earlier run of this job)
         elapsed = time.monotonic() - started
@@ -344,9 +351,9 @@ class JobRunner:
                 origin = payload.origin
                 detail = f"nsfw={score:.2f}"
                 await self.abuse.record("flag", origin.user_id, origin.platform, origin.chat_id, payload.job_id, detail)
-        images = {_keys.image_id_for(payload.job_id, index): png for index, png in enumerate(pngs)}
+        images = dict(zip(_keys.image_ids(payload.result_id, len(pngs)), pngs, strict=True))
         record = ResultRecord(
-            result_id=_keys.result_id_for(payload.job_id),
+            result_id=payload.result_id,
             parent_id=payload.parent_result_id,
             job_id=payload.job_id,
             kind=payload.kind,
@@ -394,6 +401,7 @@ class JobRunner:
                 user_message=message,
             ),
             marker_ttl_s=self.settings.result_ttl_s,
+            owners=payload.owners,
         )  # fmt: skip
         await self._finish_accounting(payload.job_id, payload.user_id)
         await self.publisher.publish(ProgressEvent(job_id=payload.job_id, stage="failed"))
@@ -402,7 +410,7 @@ class JobRunner:
     async def _finish_accounting(self, job_id: str, user_id: str | None, duration_s: float | None = None) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
             if user_id is not None:
-                pipe.zrem(_keys.active(user_id), job_id)
+                Admission.release_in(pipe, user_id, job_id)
             if duration_s is not None:
                 pipe.lpush(_keys.DURATIONS, round(duration_s, 3))
                 pipe.ltrim(_keys.DURATIONS, 0, _DURATIONS_KEPT - 1)

@@ -20,6 +20,7 @@ from discord import app_commands
 from likeness.bot._buttons import Action
 from likeness.bot._core import BotCore
 from likeness.bot._grammar import PortraitArgs
+from likeness.bot._tasks import cancel_and_wait
 from likeness.bot._texts import EDIT_HOWTO
 from likeness.bot.discord._commands import add_commands, sync_commands
 from likeness.bot.discord._common import (
@@ -39,7 +40,7 @@ from likeness.bot.discord._progress import ProgressTracker
 from likeness.bot.discord._views import EditModal, ResultButton, modal_instruction
 from likeness.config import Settings
 from likeness.errors import LikenessError, NotAllowed, NotRequester
-from likeness.queue import Delivery, DeliveryConsumer, Origin, Ticket
+from likeness.queue import DeliveryConsumer, Origin, Ticket
 
 __all__ = ["REROLL_EMOJI", "LikenessClient"]
 
@@ -93,9 +94,7 @@ class LikenessClient(discord.AutoShardedClient):
 
     async def close(self) -> None:
         if self._delivery_task is not None:
-            self._delivery_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._delivery_task
+            await cancel_and_wait(self._delivery_task)
             self._delivery_task = None
         if self._consumer is not None:
             await self._consumer.close()
@@ -202,14 +201,12 @@ class LikenessClient(discord.AutoShardedClient):
         await self._start(interaction, lambda o: self.core.edit(o, result_id, instruction, key=key))
 
     async def _full_size(self, interaction: discord.Interaction, result_id: str) -> None:
-        """📥: the PNG file(s), privately; the safety decision for this channel applies as for the post."""
+        """📥: the PNG file(s), privately, through the core's gate (owner, allowlist, ban, this channel's
+        safety decision): a forged custom id gets nothing."""
         try:
             await interaction.response.defer(ephemeral=True, thinking=True)
-            record = await self.core.queue.get_result(result_id)
             origin = interaction_origin(interaction, message_id=None)
-            rendered = await self.core.render(
-                Delivery(job_id=record.job_id, kind=record.kind, origin=origin, result=record)
-            )
+            rendered = await self.core.full_size(origin, result_id)
             if not rendered.images:
                 await interaction.followup.send(clip(rendered.text), ephemeral=True)
                 return

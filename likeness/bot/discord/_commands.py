@@ -19,6 +19,7 @@ from redis.exceptions import RedisError
 from likeness.bot._grammar import PortraitArgs
 from likeness.bot.discord._common import preset_suggestions
 from likeness.presets import FORMATS
+from likeness.queue import keys
 
 if TYPE_CHECKING:
     from likeness.bot.discord._client import LikenessClient
@@ -104,7 +105,7 @@ async def sync_commands(client: LikenessClient, *, force: bool = False) -> bool:
     """Upload the commands if their definition changed since the last upload (or `force`); True if uploaded."""
     payload = command_payload(client.tree)
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-    key = f"likeness:discord:commands:{client.application_id}"
+    key = keys.discord_commands(client.application_id)
     redis = client.core.queue.redis
     if not force:
         try:

@@ -11,7 +11,8 @@ import discord
 
 from likeness.bot._core import BotCore
 from likeness.config import Settings
-from likeness.errors import InvalidImage, UserError
+from likeness.errors import InvalidImage, UserError, echo
+from likeness.images import format_size
 from likeness.presets import PresetCatalog
 from likeness.queue import Origin
 
@@ -47,7 +48,16 @@ EXTRA_GUILD = "guild_id"
 # Message-link key under which a request's thread points at its latest result (setting `discord_threads`).
 THREAD_KEY = "thread"
 MESSAGE_LIMIT = 2000
-_IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp", "image/tiff", "image/heic")
+_IMAGE_TYPES = (
+    "image/jpeg",
+    "image/png",
+    "image/webp",
+    "image/gif",
+    "image/bmp",
+    "image/avif",
+    "image/heic",
+    "image/heif",
+)
 
 
 def clip(text: str, limit: int = MESSAGE_LIMIT) -> str:
@@ -101,14 +111,14 @@ def check_attachment(attachment: discord.Attachment, settings: Settings) -> None
     limit = settings.max_upload_bytes
     if attachment.size > limit:
         raise InvalidImage(
-            message=f"That file is {attachment.size / 1e6:.1f} MB; the limit is {limit / 1e6:.0f} MB. "
+            message=f"That file is {format_size(attachment.size)}; the limit is {format_size(limit)}. "
             "Please send a smaller photo."
         )
     content_type = (attachment.content_type or "").split(";")[0].strip().lower()
     if content_type and content_type not in _IMAGE_TYPES:
         raise InvalidImage(
-            message=f"“{clip(attachment.filename, 80)}” isn't a photo ({content_type}). "
-            "Please attach a JPEG, PNG or WebP selfie."
+            message=f"“{echo(attachment.filename)}” isn't a photo ({echo(content_type)}). "
+            "Please attach a JPEG, PNG, WebP, HEIC or AVIF selfie."
         )
 
 

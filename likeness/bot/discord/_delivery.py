@@ -130,15 +130,15 @@ class DeliverySender:
             return
         # Sent: from here on nothing may fail the delivery, or it would be sent again.
         try:
-            await self._core.link_message(PLATFORM, str(message.channel.id), str(message.id), rendered.result_id)
+            await self._core.link_message(PLATFORM, str(message.channel.id), str(message.id), rendered)
             if delivery.origin.thread_id:  # an edit asked for in a request's thread: later edits build on it
-                await self._core.link_message(PLATFORM, delivery.origin.thread_id, THREAD_KEY, rendered.result_id)
+                await self._core.link_message(PLATFORM, delivery.origin.thread_id, THREAD_KEY, rendered)
             elif delivery.kind == "portrait" and self._core.settings.discord_threads:
-                await self._open_thread(message, rendered.result_id)
+                await self._open_thread(message, rendered)
         except LikenessError as exc:
             log.warning("job %s sent, but its message could not be linked (%s)", delivery.job_id, exc)
 
-    async def _open_thread(self, message: discord.Message, result_id: str) -> None:
+    async def _open_thread(self, message: discord.Message, rendered: ResultMessage) -> None:
         """A thread under a new portrait (setting `discord_threads`) where "@Likeness <change>" edits it."""
         channel = self._client.get_channel(message.channel.id)
         if not isinstance(channel, discord.TextChannel):  # DMs, threads, unknown channels: no thread
@@ -149,9 +149,11 @@ class DeliverySender:
             )
             await thread.send(THREAD_HOWTO.format(bot=self._client.user.mention if self._client.user else "me"))
         except discord.HTTPException as exc:  # no Create Public Threads permission: the reply flow still works
-            log.info("no thread for result %s in channel %s: %s %s", result_id, channel.id, exc.status, exc.text)
+            log.info(
+                "no thread for result %s in channel %s: %s %s", rendered.result_id, channel.id, exc.status, exc.text
+            )
             return
-        await self._core.link_message(PLATFORM, str(thread.id), THREAD_KEY, result_id)
+        await self._core.link_message(PLATFORM, str(thread.id), THREAD_KEY, rendered)
 
     async def _send(self, origin: Origin, rendered: ResultMessage) -> discord.Message | None:
         """The result where the requester sees it: response → progress message → channel reply → DM."""

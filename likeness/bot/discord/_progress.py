@@ -9,13 +9,13 @@ delivery replaces the message with the result, so a late progress edit never ove
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
 import discord
 
 from likeness.bot._core import BotCore
+from likeness.bot._tasks import cancel_and_wait
 from likeness.errors import LikenessError
 
 __all__ = ["ProgressTracker"]
@@ -46,9 +46,7 @@ class ProgressTracker:
         """Stop following `job_id` and wait until no edit of it is in flight."""
         task = self._tasks.pop(job_id, None)
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
 
     async def close(self) -> None:
         for job_id in list(self._tasks):
@@ -90,6 +88,4 @@ class ProgressTracker:
                     return
                 await asyncio.sleep(self._min_interval_s)
         finally:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
+            await cancel_and_wait(reader)

@@ -1,19 +1,27 @@
 """The local web playground: a third thin frontend over `BotCore`, served by aiohttp.
 
 A browser session (cookie) is one user. Uploads go through the same checks as chat requests; progress
-streams over Server-Sent Events; results come from the queue's delivery stream like any bot's.
+streams over Server-Sent Events; results come from the queue's delivery stream like any bot's, and images
+only through the core's gate.
+
+Only this machine's own pages may use it: a request whose `Host` is not a loopback name, the configured
+host or one in `playground_allowed_hosts` is refused (DNS rebinding), and so is a write whose `Origin` (or
+`Sec-Fetch-Site`) says another site sent it (a web page cannot queue jobs on a visitor's GPU).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ipaddress
 import json
 import logging
 import secrets
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from importlib import resources
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 from redis.exceptions import RedisError
@@ -23,15 +31,19 @@ from likeness.bot._grammar import MAX_COUNT, PortraitArgs
 from likeness.bot._safety import Decision
 from likeness.bot._texts import caption
 from likeness.errors import (
+    NotAllowed,
+    NotRequester,
     QueueFull,
     QueueUnavailable,
     RateLimited,
     ResultExpired,
+    StorageFull,
     TooManyActiveJobs,
     UserError,
 )
+from likeness.images import format_size
 from likeness.presets import FORMATS
-from likeness.queue import Delivery, DeliveryConsumer, Origin, ResultRecord, Ticket
+from likeness.queue import Delivery, DeliveryConsumer, Origin, ResultRecord, Ticket, keys
 
 __all__ = ["PLATFORM", "build_app", "consume_deliveries"]
 
@@ -41,22 +53,26 @@ PLATFORM = "playground"
 COOKIE = "likeness_session"
 CORE: web.AppKey[BotCore] = web.AppKey("core", BotCore)
 _OUTCOME_WAIT_S = 30.0
-_STATUS = {RateLimited: 429, QueueFull: 429, TooManyActiveJobs: 429, ResultExpired: 410, QueueUnavailable: 503}
+_STATUS = {
+    RateLimited: 429,
+    QueueFull: 429,
+    TooManyActiveJobs: 429,
+    StorageFull: 429,
+    ResultExpired: 410,
+    NotAllowed: 403,
+    QueueUnavailable: 503,
+}
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def _outcome_key(job_id: str) -> str:
-    return f"likeness:pg:outcome:{job_id}"
-
-
-def _history_key(session: str) -> str:
-    return f"likeness:pg:history:{session}"
-
-
 def build_app(core: BotCore) -> web.Application:
     """The playground application; run `consume_deliveries` beside it so results arrive."""
-    app = web.Application(client_max_size=core.settings.max_upload_bytes + 64 * 1024, middlewares=[_session, _errors])
+    app = web.Application(
+        client_max_size=core.settings.max_upload_bytes + 64 * 1024,
+        middlewares=[_same_site(core.settings), _session, _errors],
+    )
     app[CORE] = core
     app.add_routes(
         [
@@ -85,13 +101,16 @@ async def consume_deliveries(core: BotCore, consumer_name: str | None = None) ->
     async with DeliveryConsumer(core.queue.redis, PLATFORM, name) as deliveries:
         async for delivery in deliveries:
             outcome = _outcome(delivery)
+            user = delivery.origin.user_id
+            owned = [keys.playground_outcome(delivery.job_id), keys.playground_history(delivery.origin.chat_id)]
             async with core.queue.redis.pipeline(transaction=True) as pipe:
-                pipe.set(_outcome_key(delivery.job_id), json.dumps(outcome), ex=ttl)
+                pipe.set(owned[0], json.dumps(outcome), ex=ttl)
                 if delivery.result is not None:
-                    history = _history_key(delivery.origin.chat_id)
-                    pipe.lpush(history, delivery.result.result_id)
-                    pipe.ltrim(history, 0, 199)
-                    pipe.expire(history, ttl)
+                    pipe.lpush(owned[1], delivery.result.result_id)
+                    pipe.ltrim(owned[1], 0, 199)
+                    pipe.expire(owned[1], ttl)
+                pipe.sadd(keys.user_keys(user), *owned)  # `forget` deletes them with the rest
+                pipe.expire(keys.user_keys(user), ttl)
                 await pipe.execute()
             await deliveries.ack(delivery)
 
@@ -103,6 +122,30 @@ def _outcome(delivery: Delivery) -> dict[str, Any]:
 
 
 # --- middlewares ---------------------------------------------------------------------------------
+
+
+def _same_site(settings: Any) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    """Refuse foreign `Host`s (DNS rebinding) and cross-site writes (`Origin`, `Sec-Fetch-Site`)."""
+    allowed = {"localhost", "127.0.0.1", "::1", *(h.lower() for h in settings.playground_allowed_hosts)}
+    if settings.playground_host not in ("0.0.0.0", "::", ""):
+        allowed.add(settings.playground_host.lower())
+
+    @web.middleware
+    async def same_site(request: web.Request, handler: Handler) -> web.StreamResponse:
+        host = _hostname(request.host)
+        if host is None or not (host in allowed or _is_loopback(host)):
+            return _error(403, "forbidden_host", "This playground only answers on this machine's own address.")
+        if request.method not in _SAFE_METHODS:
+            origin = request.headers.get("Origin")
+            site = request.headers.get("Sec-Fetch-Site")
+            if (origin is not None and _hostport(origin) != request.host.lower()) or site in (
+                "cross-site",
+                "same-site",
+            ):
+                return _error(403, "cross_origin", "Requests from other web pages are not accepted.")
+        return await handler(request)
+
+    return same_site
 
 
 @web.middleware
@@ -126,7 +169,7 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     except web.HTTPRequestEntityTooLarge:
         limit = request.app[CORE].settings.max_upload_bytes
-        return _error(413, "too_large", f"That file is too large; the limit is {limit / 1e6:.0f} MB.")
+        return _error(413, "too_large", f"That file is too large; the limit is {format_size(limit)}.")
     except web.HTTPException:
         raise
     except UserError as exc:
@@ -231,22 +274,25 @@ async def _edit(request: web.Request) -> web.Response:
 
 
 async def _result(request: web.Request) -> web.Response:
-    record = await _own_result(request)
-    return web.json_response(await _result_json(request.app[CORE], record))
+    core = request.app[CORE]
+    with _not_found(NotRequester):  # another session's result: as if it did not exist
+        record = await core.result(_origin(request), request.match_info["result_id"])
+    return web.json_response(await _result_json(core, record))
 
 
 async def _image(request: web.Request) -> web.Response:
-    record = await _own_result(request)
-    images = await request.app[CORE].images(record, record.origin)
-    try:
-        data = images[int(request.match_info["index"])]
-    except (ValueError, IndexError):
-        raise web.HTTPNotFound() from None
-    name = f"likeness-{record.result_id}-{request.match_info['index']}.png"
+    index_text = request.match_info["index"]
+    if not index_text.isdigit() or len(index_text) > 2:
+        raise web.HTTPNotFound()
+    with _not_found(NotRequester, ResultExpired):
+        data = await request.app[CORE].image(_origin(request), request.match_info["result_id"], int(index_text))
     return web.Response(
         body=data,
         content_type="image/png",
-        headers={"Content-Disposition": f'inline; filename="{name}"', "Cache-Control": "private, max-age=3600"},
+        headers={
+            "Content-Disposition": f'inline; filename="likeness-{int(index_text) + 1}.png"',
+            "Cache-Control": "private, max-age=3600",
+        },
     )
 
 
@@ -272,7 +318,7 @@ async def _progress_then_outcome(core: BotCore, job_id: str) -> AsyncIterator[st
     loop = asyncio.get_running_loop()
     deadline = loop.time() + _OUTCOME_WAIT_S
     while loop.time() < deadline:
-        raw = await core.queue.redis.get(_outcome_key(job_id))
+        raw = await core.queue.redis.get(keys.playground_outcome(job_id))
         if raw is not None:
             outcome = json.loads(raw)
             if "result_id" in outcome:
@@ -287,11 +333,11 @@ async def _progress_then_outcome(core: BotCore, job_id: str) -> AsyncIterator[st
 
 async def _history(request: web.Request) -> web.Response:
     core = request.app[CORE]
-    ids = await core.queue.redis.lrange(_history_key(request["session"]), 0, 49)
+    ids = await core.queue.redis.lrange(keys.playground_history(request["session"]), 0, 49)
     items = []
     for raw in ids:
         try:
-            record = await core.queue.get_result(raw.decode())
+            record = await core.result(_origin(request), raw.decode())
         except ResultExpired:
             continue
         items.append(await _result_json(core, record))
@@ -305,9 +351,7 @@ async def _cancel(request: web.Request) -> web.Response:
 
 async def _forget(request: web.Request) -> web.Response:
     core = request.app[CORE]
-    message = await core.forget(_origin(request))
-    await core.queue.redis.delete(_history_key(request["session"]))
-    return web.json_response({"message": message})
+    return web.json_response({"message": await core.forget(_origin(request))})
 
 
 # --- helpers -------------------------------------------------------------------------------------
@@ -325,13 +369,6 @@ async def _form(request: web.Request) -> dict[str, str | bytes]:
 def _origin(request: web.Request) -> Origin:
     session = request["session"]
     return Origin(platform=PLATFORM, chat_id=session, user_id=f"web:{session}")
-
-
-async def _own_result(request: web.Request) -> ResultRecord:
-    record = await request.app[CORE].queue.get_result(request.match_info["result_id"])
-    if record.origin.platform != PLATFORM or record.origin.chat_id != request["session"]:
-        raise web.HTTPNotFound()
-    return record
 
 
 def _ticket(ticket: Ticket) -> web.Response:
@@ -361,3 +398,32 @@ async def _result_json(core: BotCore, record: ResultRecord) -> dict[str, Any]:
 
 def _sse(event: str, data: object) -> str:
     return f"event: {event}\ndata: {json.dumps(data)}\n\n"
+
+
+@contextlib.contextmanager
+def _not_found(*errors: type[Exception]) -> Iterator[None]:
+    """These errors answer 404: nothing tells a stranger whether a result exists."""
+    try:
+        yield
+    except errors:
+        raise web.HTTPNotFound() from None
+
+
+def _hostname(host: str | None) -> str | None:
+    """The name in a `Host` header (`[::1]:8080` → `::1`), lower-cased; None when there is none."""
+    if not host:
+        return None
+    return urlsplit(f"//{host}").hostname
+
+
+def _hostport(origin: str) -> str | None:
+    """`http://127.0.0.1:8080` → `127.0.0.1:8080`; None for `null` and other non-URLs."""
+    parts = urlsplit(origin)
+    return parts.netloc.lower() if parts.scheme in ("http", "https") and parts.netloc else None
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

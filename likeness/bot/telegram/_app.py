@@ -7,7 +7,6 @@ are opened and closed in `run_telegram`; handlers reach them through `bot_data`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import socket
@@ -19,6 +18,7 @@ from telegram.error import TelegramError
 from telegram.ext import AIORateLimiter, Application, ApplicationBuilder
 
 from likeness.bot._core import BotCore
+from likeness.bot._tasks import cancel_and_wait
 from likeness.bot.telegram._common import BotState, bot_state, install_state
 from likeness.bot.telegram._delivery import DeliverySender
 from likeness.bot.telegram._files import download_limit
@@ -138,9 +138,7 @@ async def serve(
                 await (stop or asyncio.Event()).wait()
             finally:
                 log.info("Telegram bot stopping")
-                sender.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await sender
+                await cancel_and_wait(sender)
                 await deliveries.drain()
                 if app.updater is not None and app.updater.running:
                     await app.updater.stop()

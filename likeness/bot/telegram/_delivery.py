@@ -103,7 +103,7 @@ class DeliverySender:
         try:
             if rendered.result_id is not None:
                 for message in sent:
-                    await self._core.link_message(PLATFORM, origin.chat_id, str(message.message_id), rendered.result_id)
+                    await self._core.link_message(PLATFORM, origin.chat_id, str(message.message_id), rendered)
         except LikenessError as exc:
             log.warning("job %s sent, but its messages could not be linked (%s)", delivery.job_id, exc)
         await self._delete_progress(delivery)

@@ -8,6 +8,7 @@ from telegram import Document, Message, PhotoSize
 
 from likeness.config import Settings
 from likeness.errors import InvalidImage
+from likeness.images import format_size
 
 __all__ = ["BOT_API_DOWNLOAD_LIMIT", "download_limit", "download_selfie", "selfie_attachment"]
 
@@ -15,7 +16,7 @@ __all__ = ["BOT_API_DOWNLOAD_LIMIT", "download_limit", "download_selfie", "selfi
 BOT_API_DOWNLOAD_LIMIT = 20 * 1024 * 1024
 PUBLIC_API_HOST = "api.telegram.org"
 
-_NOT_AN_IMAGE = "That file isn't an image I can read. Please send a photo (JPEG, PNG or WebP)."
+_NOT_AN_IMAGE = "That file isn't an image I can read. Please send a photo (JPEG, PNG, WebP, HEIC or AVIF)."
 
 
 def download_limit(settings: Settings) -> int:
@@ -50,4 +51,4 @@ async def download_selfie(attachment: PhotoSize | Document, limit: int) -> bytes
 
 def _check_size(size: int | None, limit: int) -> None:
     if size is not None and size > limit:
-        raise InvalidImage(message=f"That file is too large ({size / 1e6:.1f} MB); the limit is {limit / 1e6:.0f} MB.")
+        raise InvalidImage(message=f"That file is too large ({format_size(size)}); the limit is {format_size(limit)}.")

@@ -24,6 +24,7 @@ from telegram.ext import (
 )
 
 from likeness.bot._buttons import Action, parse_button_id
+from likeness.bot._core import ResultMessage
 from likeness.bot._grammar import parse_portrait_args, split_command
 from likeness.bot._texts import EDIT_HOWTO, HELP, NEED_SELFIE
 from likeness.bot.telegram._common import PLATFORM, BotState, origin_for, reply_to, send_text, state, thread_of
@@ -41,6 +42,7 @@ WORKING_TEXT = "⏳ …"
 PORTRAIT_CAPTION = re.compile(r"^\s*/portrait(@\w+)?(\s|$)", re.IGNORECASE)
 _PHOTO_HINT = "Nice photo! To turn it into a portrait, send it with the caption /portrait <style> (see /presets)."
 _ALERT_LIMIT = 200
+_NO_FULL_SIZE = "This image was flagged, so it is shown only behind its spoiler here, not as a file."
 # Per-chat switches chat admins may flip (`ChatSettings`); the operator's settings still bound them.
 _SETTINGS = {
     "collaborate": "anyone may reroll or edit anyone's portraits",
@@ -151,11 +153,12 @@ async def portrait(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     if command is None or not _addressed_to_us(message.text or message.caption or "", context.bot.username):
         return
     origin = _origin(update)
-    st.core.access.check(origin.user_id, origin.chat_id)  # refuse before downloading anything
+    st.core.access.check(origin.user_id, origin.chat_id)
     attachment = selfie_attachment(message) or selfie_attachment(message.reply_to_message)
     if attachment is None:
         raise UserError(message=NEED_SELFIE)
     args = parse_portrait_args(command[1])
+    await st.core.check_portrait(origin, args)  # refuse (unknown preset, policy, ban) before downloading anything
     selfie = await download_selfie(attachment, st.download_limit)
     sniff_image(selfie, max_bytes=st.download_limit, max_pixels=st.settings.max_image_pixels)
     key = f"msg:{message.chat_id}:{message.message_id}"
@@ -194,17 +197,18 @@ async def button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     chat, message_id = query.message.chat, query.message.message_id
     thread: int | str | None = thread_of(query.message)
     if not query.message.is_accessible:
-        thread = await _result_thread(st, str(chat.id), result_id)
+        thread = await st.core.result_topic(str(chat.id), result_id)
     origin = origin_for(chat, query.from_user, message_id, thread)
+    # Callback data is whatever a client sends: every action goes through the core's gate first.
+    if action is Action.FULL_SIZE:
+        rendered = await st.core.full_size(origin, result_id)
+        await _send_full_size(context, origin, rendered, query)
+        return
+    await st.core.check_may_change(origin, result_id)
     if action is Action.EDIT:
         await query.answer()
         await send_text(context.bot, chat.id, EDIT_HOWTO, reply=message_id, thread=thread)
         return
-    if action is Action.FULL_SIZE:
-        await query.answer("📥 Sending the full-size file…")
-        await _send_full_size(st, context, origin, result_id)
-        return
-    await st.core.check_may_change(origin, result_id)
     key = f"cb:{query.id}"
     private = chat.type == ChatType.PRIVATE
     if action is Action.REROLL:
@@ -230,7 +234,7 @@ async def reaction(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     if result_id is None:
         return
     # Reaction updates carry no topic: answer in the result's own topic.
-    thread = await _result_thread(st, chat_id, result_id)
+    thread = await st.core.result_topic(chat_id, result_id)
     origin = origin_for(event.chat, event.user, event.message_id, thread)
     try:
         await st.core.check_may_change(origin, result_id)
@@ -290,21 +294,19 @@ async def _run_job(
     st.progress.start(ticket.job_id, progress.chat_id, progress.message_id, text, private=private)
 
 
-async def _result_thread(st: BotState, chat_id: str, result_id: str) -> str | None:
-    """The forum topic a result was requested in (when asked from the same chat)."""
-    record = await st.core.queue.get_result(result_id)
-    return record.origin.thread_id if record.origin.chat_id == chat_id else None
-
-
-async def _send_full_size(st: BotState, context: ContextTypes.DEFAULT_TYPE, origin: Origin, result_id: str) -> None:
-    """The original PNG(s), as documents: Telegram recompresses photos."""
-    record = await st.core.queue.get_result(result_id)
-    for seed, blob_id in zip(record.seeds, record.image_blob_ids, strict=False):
-        data = await st.core.queue.get_image(blob_id)
+async def _send_full_size(
+    context: ContextTypes.DEFAULT_TYPE, origin: Origin, rendered: ResultMessage, query: CallbackQuery
+) -> None:
+    """The original PNG(s) as documents (Telegram recompresses photos), or why not, as an alert."""
+    if not rendered.images or rendered.spoiler:  # a document has no spoiler: flagged images stay in the photo
+        await query.answer((rendered.text or _NO_FULL_SIZE)[:_ALERT_LIMIT], show_alert=True)
+        return
+    await query.answer("📥 Sending the full-size file…")
+    for index, data in enumerate(rendered.images, start=1):
         await context.bot.send_document(
             int(origin.chat_id),
             data,
-            filename=f"likeness-{seed}.png",
+            filename=f"likeness-{index}.png",
             reply_parameters=reply_to(origin.message_id),
             message_thread_id=int(origin.thread_id) if origin.thread_id else None,
         )

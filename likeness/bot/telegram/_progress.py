@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
@@ -11,6 +10,7 @@ from telegram import Bot
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter
 
 from likeness.bot._core import BotCore
+from likeness.bot._tasks import cancel_and_wait
 from likeness.errors import LikenessError
 
 __all__ = ["GROUP_EDIT_INTERVAL_S", "PRIVATE_EDIT_INTERVAL_S", "ProgressTracker"]
@@ -106,6 +106,4 @@ class ProgressTracker:
                 shown = text
                 next_edit = time.monotonic() + interval
         finally:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
+            await cancel_and_wait(reader)
