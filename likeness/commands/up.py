@@ -3,6 +3,9 @@
 A private Redis (when no `LIKENESS_REDIS_URL` is set and `redis-server` is installed), a worker with the
 configured model, the web playground on loopback, and the Telegram/Discord bots whose tokens are set.
 Ctrl-C (or SIGTERM) stops everything, the private Redis included.
+
+A chat bot never takes the rest down: each runs under `_supervise`, which restarts it with backoff while its
+API is unreachable and leaves it off, said once, when its token is refused.
 """
 
 from __future__ import annotations
@@ -12,10 +15,15 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import random
 import shutil
 import signal
 import sys
-from collections.abc import Coroutine
+import warnings
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from likeness.config import Settings
@@ -102,13 +110,17 @@ async def _serve(settings: Settings, *, playground: bool, private_redis: bool) -
             runner, url = await _start_playground(core, settings)
             services.append(_playground_deliveries(core))
             print(f"Playground: {url}", flush=True)
-        services += _bots(settings, core)
+        bots = _bots(settings, core)
         where = "a private Redis" if private_redis else settings.redis_dsn.split("@")[-1]
         print(f"Likeness is up (model {settings.model}, {where}). Press Ctrl-C to stop.", flush=True)
         tasks = [asyncio.create_task(service) for service in services]
+        # Bots are supervised and never stop the rest: one left off (a refused token) just ends its task.
+        bot_tasks = [asyncio.create_task(bot) for bot in bots]
         stopper = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
+        done |= {t for t in bot_tasks if t.done()}
         failed = [t for t in done if t is not stopper and not t.cancelled() and t.exception() is not None]
+        tasks += bot_tasks
         for task in tasks:
             task.cancel()
         stopper.cancel()
@@ -144,22 +156,157 @@ async def _playground_deliveries(core: Any) -> None:
     await consume_deliveries(core)
 
 
-def _bots(settings: Settings, core: Any) -> list[Coroutine[Any, Any, Any]]:
-    """The chat frontends whose tokens are set, sharing this process's core and queue."""
-    bots: list[Coroutine[Any, Any, Any]] = []
+def _bots(settings: Settings, core: Any) -> list[Coroutine[Any, Any, None]]:
+    """The chat frontends whose tokens are set, sharing this process's core and queue, each supervised."""
+    bots: list[Coroutine[Any, Any, None]] = []
     if settings.telegram_token is not None:
         from likeness.bot.telegram import serve as serve_telegram
 
-        bots.append(serve_telegram(settings, core))
+        bots.append(
+            _supervise("Telegram bot", partial(serve_telegram, settings, core), partial(_telegram_failure, settings))
+        )
         print("Telegram bot: on", flush=True)
     if settings.discord_token is not None:
         from likeness.bot.discord import serve as serve_discord
 
-        bots.append(serve_discord(settings, core))
+        bots.append(
+            _supervise("Discord bot", partial(serve_discord, settings, core), partial(_discord_failure, settings))
+        )
         print("Discord bot: on", flush=True)
     if not bots:
         print("Chat bots: off (set LIKENESS_TELEGRAM_TOKEN / LIKENESS_DISCORD_TOKEN to start them)", flush=True)
     return bots
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """Why a supervised service stopped, as the supervisor needs it.
+
+    `reason` is one line for the log (never a token); `retry=False` for what only the operator can fix (a
+    refused token, invalid settings); `wait_s` is the least time to wait first (an API's "retry after").
+    """
+
+    reason: str
+    retry: bool = True
+    wait_s: float = 0.0
+
+
+async def _supervise(
+    name: str,
+    serve: Callable[[], Awaitable[object]],
+    explain: Callable[[Exception], _Failure | None],
+    *,
+    first_delay_s: float = 1.0,
+    max_delay_s: float = 60.0,
+    healthy_after_s: float = 60.0,
+) -> None:
+    """Run `serve()` until cancelled; when it fails, log why and start it again after a growing delay.
+
+    `name` starts each log line ("Telegram bot"). `explain` turns the exception into a `_Failure`, or `None`
+    for one nobody expected (logged with its traceback, once while it repeats, then retried). The delay doubles
+    from `first_delay_s` up to `max_delay_s`, ±10 % jitter so that several bots don't retry in step, and starts
+    over once a run lasted `healthy_after_s`: a bot that ran for an hour and lost its network comes back after
+    a second (the log says "stopped" then, "could not start" after a shorter run). A failure with `retry=False`
+    is logged once and ends the supervision (returns). A return from `serve()` itself counts as a failure: here
+    a bot only stops when asked. Cancelling (Ctrl-C) stops `serve()` or the wait at once.
+    """
+    loop = asyncio.get_running_loop()
+    delay = first_delay_s
+    previous = ""
+    while True:
+        started = loop.time()
+        failure: _Failure | None
+        try:
+            await serve()
+        except Exception as exc:
+            error: Exception | None = exc
+            failure = explain(exc)
+        else:
+            error, failure = None, _Failure("it ended without being asked to stop")
+        if loop.time() - started >= healthy_after_s:
+            delay, what = first_delay_s, "stopped"
+        else:
+            what = "could not start"
+        if failure is None:
+            assert error is not None
+            reason = f"{type(error).__name__}: {error}"
+            unexpected = reason != previous
+            failure = _Failure(reason)
+        else:
+            reason, unexpected = failure.reason, False
+        previous = reason
+        if not failure.retry:
+            log.error("%s %s: %s. It stays off; the rest of Likeness keeps running.", name, what, reason)
+            return
+        wait = max(min(delay * random.uniform(0.9, 1.1), max_delay_s), failure.wait_s)
+        shown = f"{wait:.1f}".removesuffix(".0")
+        log.warning("%s %s: %s; retrying in %s s", name, what, reason, shown, exc_info=error if unexpected else None)
+        await asyncio.sleep(wait)
+        delay = min(delay * 2, max_delay_s)
+
+
+def _telegram_failure(settings: Settings, exc: Exception) -> _Failure | None:
+    """`_supervise`'s reading of what stopped the Telegram bot (PTB maps HTTP answers to these classes)."""
+    from telegram.error import BadRequest, InvalidToken, NetworkError, RetryAfter, TelegramError
+
+    api = settings.telegram_api_url.rstrip("/")
+    if isinstance(exc, InvalidToken):  # 401, or 404 for a malformed token; PTB's message quotes the token
+        reason = f"the Bot API at {api} refused LIKENESS_TELEGRAM_TOKEN; check it with @BotFather (/token)"
+        return _Failure(reason, retry=False)
+    if isinstance(exc, RetryAfter):
+        with warnings.catch_warnings():  # PTB warns that `retry_after` will become a timedelta
+            warnings.simplefilter("ignore", DeprecationWarning)
+            value = exc.retry_after
+        seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+        return _Failure(f"the Bot API at {api} asks to wait {seconds:g} s", wait_s=seconds)
+    if isinstance(exc, NetworkError) and not isinstance(exc, BadRequest):  # TimedOut included
+        return _Failure(f"cannot reach the Bot API at {api} ({exc.message})")
+    if isinstance(exc, TelegramError):  # Conflict (another instance polling), BadRequest, Forbidden
+        return _Failure(f"the Bot API at {api} answered: {exc.message}")
+    return _common_failure(exc)
+
+
+# Gateway close codes that a reconnect can't fix: authentication failed, invalid shard, sharding required,
+# invalid API version, invalid intents, disallowed intents (discord.dev/topics/opcodes-and-status-codes).
+_DISCORD_FATAL_CLOSE_CODES = frozenset({4004, 4010, 4011, 4012, 4013, 4014})
+
+
+def _discord_failure(settings: Settings, exc: Exception) -> _Failure | None:
+    """`_supervise`'s reading of what stopped the Discord bot."""
+    import aiohttp
+    import discord
+
+    api = settings.discord_api_url.rstrip("/")
+    if isinstance(exc, discord.LoginFailure):
+        reason = "Discord refused LIKENESS_DISCORD_TOKEN; copy it again from your application's Bot page"
+        return _Failure(reason, retry=False)
+    if isinstance(exc, discord.PrivilegedIntentsRequired):
+        return _Failure("Discord refused the intents the bot asks for (see the Bot page)", retry=False)
+    if isinstance(exc, discord.ConnectionClosed) and exc.code in _DISCORD_FATAL_CLOSE_CODES:
+        return _Failure(f"the Discord gateway closed the connection with code {exc.code}", retry=False)
+    if isinstance(exc, discord.RateLimited):
+        return _Failure(f"Discord at {api} asks to wait {exc.retry_after:g} s", wait_s=exc.retry_after)
+    if isinstance(exc, discord.HTTPException):
+        return _Failure(f"Discord at {api} answered {exc.status}: {exc.text}")
+    if isinstance(exc, TimeoutError):  # an OSError too, with an empty message
+        return _Failure(f"cannot reach Discord at {api} (timed out)")
+    if isinstance(exc, aiohttp.ClientError | OSError | discord.GatewayNotFound | discord.ConnectionClosed):
+        return _Failure(f"cannot reach Discord at {api} ({type(exc).__name__}: {exc})")
+    return _common_failure(exc)
+
+
+def _common_failure(exc: Exception) -> _Failure | None:
+    """What stops either bot the same way: invalid settings (for good) and the queue's Redis (for a while)."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    from likeness.errors import QueueUnavailable
+
+    if isinstance(exc, ConfigError):
+        return _Failure(exc.user_message, retry=False)
+    if isinstance(exc, QueueUnavailable | RedisConnectionError | RedisTimeoutError):
+        return _Failure("cannot reach Redis")
+    return None
 
 
 def _is_loopback(host: str) -> bool:

@@ -1,10 +1,11 @@
-"""A fake Telegram Bot API server (aiohttp, 127.0.0.1, free port) for end-to-end tests of the real PTB app.
+"""A fake Telegram Bot API server (aiohttp, 127.0.0.1, a free or given port) for end-to-end tests of the real PTB app.
 
 It serves `POST /bot<token>/<method>` (form, multipart with `attach://` files, or JSON bodies; non-string
 values arrive as JSON strings, like PTB sends them) and `GET /file/bot<token>/<path>`. Tests inject updates
 (`inject`), register downloadable files (`add_file`), make methods fail (`fail_next`), and assert on
-`calls`. Messages it returns look like Telegram's: ids increase per chat, replies carry `reply_to_message`,
-messages in forum topics carry `message_thread_id` and `is_topic_message`.
+`calls` (and `refused`: methods called with another token, answered 401 like Telegram). Messages it returns
+look like Telegram's: ids increase per chat, replies carry `reply_to_message`, messages in forum topics carry
+`message_thread_id` and `is_topic_message`.
 """
 
 from __future__ import annotations
@@ -48,11 +49,15 @@ class Failure:
 
 
 class FakeTelegram:
-    """Use as `async with FakeTelegram(token) as tg:`; point PTB at `tg.api_url`."""
+    """Use as `async with FakeTelegram(token) as tg:`; point PTB at `tg.api_url`.
 
-    def __init__(self, token: str = "123456:TEST-token") -> None:
+    `port=0` takes a free port; a given one lets a test start the server where a bot already looks for it.
+    """
+
+    def __init__(self, token: str = "123456:TEST-token", *, port: int = 0) -> None:
         self.token = token
         self.calls: list[Call] = []
+        self.refused: list[str] = []
         self.updates: list[dict[str, Any]] = []
         self.allowed_updates_seen: list[Any] = []
         self.webhook: dict[str, Any] | None = None
@@ -69,7 +74,7 @@ class FakeTelegram:
         self._file_ids = itertools.count(1)
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
-        self.port = 0
+        self.port = port
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -79,7 +84,7 @@ class FakeTelegram:
         app.router.add_get("/file/bot{token}/{path:.+}", self._file)
         self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
         await site.start()
         server = site._server
         assert server is not None
@@ -179,6 +184,9 @@ class FakeTelegram:
 
     async def _api(self, request: web.Request) -> web.Response:
         if request.match_info["token"] != self.token:
+            async with self._changed:
+                self.refused.append(request.match_info["method"])
+                self._changed.notify_all()
             return _error(401, "Unauthorized")
         method = request.match_info["method"]
         params, files = await _read_params(request)
