@@ -17,7 +17,7 @@ from pathlib import Path
 from benchmarks._common import ROOT, BenchContext, BenchResult, format_table, machine_info, quiet_libraries, write_json
 
 # Run in this order by default; `chaos` (minutes) only when named with --only.
-BENCHMARKS = ["overhead", "batching", "presets", "bot", "memory", "unet"]
+BENCHMARKS = ["overhead", "batching", "presets", "bot", "memory", "unet", "policy"]
 ON_DEMAND = ["chaos"]
 MODULES = {"chaos": "benchmarks.drills"}
 

@@ -136,3 +136,21 @@ async def test_banned_user_is_refused_before_enqueue(redis: aioredis.Redis, make
     assert [r.detail.split(":")[0] for r in refusals] == ["prompt_too_long", "sexualised-minor", "banned"]
     assert refusals[-1].user_id == "1" and refusals[-1].chat_id == "5"
     assert (await log.counts())["refusal"] == 3
+
+
+async def test_hard_rule_refusals_of_specs_and_instructions_are_audited(redis: aioredis.Redis, make_settings) -> None:
+    """Edit instructions and preset specs go through the same gate; each refusal is logged with its rule."""
+    log = AbuseLog(redis, retention_days=30)
+    policy = PromptPolicy.from_settings(make_settings())
+
+    async def screen(text: str) -> None:
+        await screen_request(policy=policy, abuse=log, user_id=9, platform="telegram", chat_id=1, prompt=text)
+
+    texts = ["ghibli:0.7+lingerie:0.3, 14 yo", "zieh sie aus, sie ist 13 Jahre alt", "十四歳のビキニ"]
+    for text in texts:
+        with pytest.raises(PromptRefused) as info:
+            await screen(text)
+        assert info.value.rule == "sexualised-minor"
+    await screen("ghibli:0.7+headshot:0.3")
+    refusals = await log.recent(kind="refusal")
+    assert sorted(r.detail for r in refusals) == sorted(f"sexualised-minor: {text}" for text in texts)

@@ -1,22 +1,23 @@
 """Prompt policy: block lists and combination rules, checked in the bot core before anything is enqueued.
 
-The lists are data: built-in defaults in `policy_defaults.toml`, extended (or replaced) by the operator's
-`settings.blocklist_file` and by per-community `extra_blocked_words`. A prompt is refused when any rule
-matches; a rule is a list of groups of word categories and matches when every group has a hit
-(`[["explicit", "suggestive"], ["minor"]]` = a sexual term together with a minor term).
+The lists are data: built-in defaults in `policy_defaults.toml` (rules, English and language-independent
+lists) and `policy_languages/*.toml` (de, fr, es, it, pt, nl, pl, ru, uk, tr, ar, hi, ja, ko, zh), extended
+(or replaced) by the operator's `settings.blocklist_file` and by per-community `extra_blocked_words`. A prompt
+is refused when any rule matches; a rule is a list of groups of word categories and matches when every group
+has a hit (`[["explicit", "suggestive"], ["minor"]]` = a sexual term together with a minor term). Rules are
+tried in order, so the hard rule `sexualised-minor` comes first and names such prompts in the audit log.
 
-Matching resists the usual evasions without Scunthorpe false positives: terms match whole words only
-("sex" never matches "Sussex"), against several views of the prompt — accents, case and look-alike letters
-folded; leetspeak digits (`s3x`, `$ex`); letters spaced or dotted apart (`n u d e`, `n.u.d.e`); letters
-repeated three times or more (`nuuuude`) or doubled vowels (`naaked`). Refusals never echo the words.
+Every text is normalised before matching (`_policy_text`: NFKC, invisible characters, disguised Latin
+letters, diacritics, Unicode confusables, case) and seen through evasion views (leetspeak, repeated letters,
+letters spaced apart, words split in two); entries match whole words in scripts that separate words and
+anywhere in Chinese and Japanese (`_policy_terms`). Refusals never echo the words. See docs/prompt-policy.md.
 """
 
 from __future__ import annotations
 
 import re
 import tomllib
-import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -24,34 +25,22 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from likeness.bot._policy_terms import Category
+from likeness.bot._policy_text import latin_reading, load_tables, plain, views
 from likeness.config import Settings
 from likeness.errors import Banned, ConfigError, PromptRefused, PromptTooLong
 
 if TYPE_CHECKING:
     from likeness.queue._abuse import AbuseLog
 
-__all__ = ["DEFAULTS_FILE", "PromptPolicy", "screen_request"]
+__all__ = ["DEFAULTS_FILE", "LANGUAGE_FILES", "PromptPolicy", "screen_request"]
 
 DEFAULTS_FILE = Path(__file__).with_name("policy_defaults.toml")
+LANGUAGE_FILES = tuple(sorted(Path(__file__).with_name("policy_languages").glob("*.toml")))
 
 _BLOCKED = "blocked"  # the category (and rule) of the plain `words` / `regexes` lists
-
-# Cyrillic and Greek letters that look like Latin ones ("sеx" with a Cyrillic е).
-_CONFUSABLES = str.maketrans(
-    "аеорсухіјѕԁԛԝвкмнтгαβεικνορτυχ",
-    "aeopcyxijsdqwbkmhtrabeiknoptyx",
-)
-_LEET = str.maketrans("0134578@$!|+", "oieastbasilt")
-# A mixed token of letters and leet characters; symbols only count when a letter or digit follows them
-# ("nude!" keeps its "!", "$ex" becomes "sex").
-_LEET_TOKEN = re.compile(r"(?:[a-z0-9]|[@$!|+](?=[a-z0-9]))+")
-# Single letters split by short separators: "n u d e", "n.u.d.e", "n-u-d-e".
-_SPACED_RUN = re.compile(r"(?<![a-z0-9])(?:[a-z0-9@$][\s.\-_*,/|]{1,3}){2,}[a-z0-9@$](?![a-z0-9])")
-_SEPARATORS = re.compile(r"[\s.\-_*,/|]+")
-_TRIPLES = re.compile(r"([a-z])\1{2,}")
-_DOUBLE_VOWELS = re.compile(r"([aeiouy])\1+")
-_BOUNDARY_L = r"(?<![a-z0-9])"
-_BOUNDARY_R = r"(?![a-z0-9])"
+# Cannot be switched off with `disable_rules`: only `replace_defaults = true` drops it (with everything else).
+_HARD_RULE = "sexualised-minor"
 
 
 # --- policy file schema ------------------------------------------------------------------------------
@@ -105,103 +94,7 @@ def _read_policy_file(path: Path) -> _PolicyFile:
     return policy
 
 
-# --- normalisation -----------------------------------------------------------------------------------
-
-
-def _fold(text: str) -> str:
-    """Case, accents, width, look-alike letters and invisible characters folded away."""
-    decomposed = unicodedata.normalize("NFKD", text)
-    kept = "".join(ch for ch in decomposed if unicodedata.category(ch) not in ("Mn", "Me", "Cf"))
-    return " ".join(kept.casefold().translate(_CONFUSABLES).split())
-
-
-def _leet(text: str) -> str:
-    """Leet characters read as letters, only in tokens that also hold a letter ("12 yo" keeps its digits)."""
-
-    def swap(match: re.Match[str]) -> str:
-        token = match.group(0)
-        return token.translate(_LEET) if re.search("[a-z]", token) else token
-
-    return _LEET_TOKEN.sub(swap, text)
-
-
-@dataclass(frozen=True)
-class _Views:
-    """The prompt as seen by the matchers: whole-word views, vowel-squeezed views, and spaced-out runs."""
-
-    words: tuple[str, ...]
-    squeezed: tuple[str, ...]
-    runs: tuple[str, ...]
-
-
-def _views(prompt: str, allow: re.Pattern[str] | None) -> _Views:
-    base = _fold(prompt)
-    leet = _leet(base)
-    if allow is not None:
-        base, leet = allow.sub(" ", base), allow.sub(" ", leet)
-    words = {base, leet}
-    for view in (base, leet):
-        words.add(_TRIPLES.sub(r"\1", view))
-        words.add(_TRIPLES.sub(r"\1\1", view))
-    squeezed = {_DOUBLE_VOWELS.sub(r"\1", view) for view in words}
-    joined = (_SEPARATORS.sub("", run.group(0)).translate(_LEET) for run in _SPACED_RUN.finditer(base))
-    runs = {_TRIPLES.sub(r"\1", run) for run in joined}
-    return _Views(tuple(words), tuple(squeezed - words), tuple(runs))
-
-
-# --- compiled categories -----------------------------------------------------------------------------
-
-
-def _term_pattern(term: str) -> str | None:
-    """Regex body for one list entry: words joined by optional separators; plural or `*` ending."""
-    wildcard = term.rstrip().endswith("*")
-    parts = [p for p in re.split(r"[\s\-_.]+", _fold(term.rstrip().rstrip("*"))) if p]
-    if not parts:
-        return None
-    body = r"[\s\-_.]*".join(re.escape(p) for p in parts)
-    return body + (r"[a-z]*" if wildcard else r"(?:e?s)?")
-
-
-def _alternation(patterns: Iterable[str], *, bounded: bool) -> re.Pattern[str] | None:
-    bodies = sorted(set(patterns), key=len, reverse=True)
-    if not bodies:
-        return None
-    joined = "|".join(bodies)
-    return re.compile(f"{_BOUNDARY_L}(?:{joined}){_BOUNDARY_R}" if bounded else f"(?:{joined})")
-
-
-@dataclass(frozen=True)
-class _Category:
-    words: re.Pattern[str] | None
-    squeezable: re.Pattern[str] | None  # terms without doubled vowels, for the vowel-squeezed views
-    substrings: re.Pattern[str] | None  # unbounded, only used inside spaced-out runs
-    regexes: tuple[re.Pattern[str], ...]
-
-    @classmethod
-    def build(cls, words: Iterable[str], regexes: Iterable[str], *, source: str) -> _Category:
-        patterns = {term: body for term in words if (body := _term_pattern(term))}
-        squeezable = [body for term, body in patterns.items() if not _DOUBLE_VOWELS.search(_fold(term))]
-        compiled = []
-        for regex in regexes:
-            try:
-                compiled.append(re.compile(regex, re.IGNORECASE))
-            except re.error as exc:
-                raise ConfigError(message=f"{source}: invalid regex {regex!r}: {exc}") from exc
-        return cls(
-            words=_alternation(patterns.values(), bounded=True),
-            squeezable=_alternation(squeezable, bounded=True),
-            substrings=_alternation(patterns.values(), bounded=False),
-            regexes=tuple(compiled),
-        )
-
-    def matches(self, views: _Views) -> bool:
-        if self.words and any(self.words.search(v) for v in views.words):
-            return True
-        if self.squeezable and any(self.squeezable.search(v) for v in views.squeezed):
-            return True
-        if self.substrings and any(self.substrings.search(v) for v in views.runs):
-            return True
-        return any(regex.search(v) for regex in self.regexes for v in views.words)
+# --- merged lists ----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -226,6 +119,11 @@ class _Spec:
             self.allow.clear()
         self.allow.extend(policy.allow)
         disabled = set(policy.disable_rules)
+        if _HARD_RULE in disabled and any(rule.name == _HARD_RULE for rule in self.rules):
+            raise ConfigError(
+                message=f"{source}: disable_rules: {_HARD_RULE!r} cannot be disabled (only replace_defaults = true "
+                "drops it, together with every other built-in list and rule)"
+            )
         self.rules = [rule for rule in self.rules if rule.name not in disabled]
         self._add(_BLOCKED, policy.words, policy.regexes)
         for name, terms in policy.terms.items():
@@ -250,7 +148,7 @@ class PromptPolicy:
 
     def __init__(
         self,
-        categories: dict[str, _Category],
+        categories: dict[str, Category],
         rules: Sequence[_Rule],
         *,
         max_chars: int,
@@ -261,21 +159,21 @@ class PromptPolicy:
             if unknown:
                 raise ConfigError(message=f"{rule.source}: rule {rule.name!r} uses unknown categories: {unknown}")
         self._categories = categories
-        self._rules = [_Rule(_BLOCKED, ((_BLOCKED,),)), *rules] if _BLOCKED in categories else list(rules)
+        # The plain lists form the rule `blocked`, first unless the lists place a rule of that name themselves.
+        implicit = _BLOCKED in categories and not any(rule.name == _BLOCKED for rule in rules)
+        self._rules = [_Rule(_BLOCKED, ((_BLOCKED,),)), *rules] if implicit else list(rules)
         self.max_chars = max_chars
-        self._allow = _alternation(filter(None, map(_term_pattern, allow)), bounded=True)
+        self._allow = Category.build(allow, ()) if allow else None
+        load_tables()
 
     @classmethod
     def load(cls, *files: Path, defaults: bool = True, max_chars: int = 400) -> PromptPolicy:
-        """Built-in defaults (unless `defaults=False`) merged with each operator file in order."""
+        """Built-in defaults and language lists (unless `defaults=False`) merged with each operator file in order."""
         spec = _Spec()
-        sources = ([DEFAULTS_FILE] if defaults else []) + list(files)
+        sources = ([DEFAULTS_FILE, *LANGUAGE_FILES] if defaults else []) + list(files)
         for path in sources:
             spec.merge(_read_policy_file(path), path)
-        categories = {
-            name: _Category.build(words, regexes, source=f"prompt policy category {name!r}")
-            for name, (words, regexes) in spec.terms.items()
-        }
+        categories = {name: _build(name, words, regexes) for name, (words, regexes) in spec.terms.items()}
         return cls(categories, spec.rules, max_chars=max_chars, allow=spec.allow)
 
     @classmethod
@@ -290,18 +188,22 @@ class PromptPolicy:
 
     def violation(self, prompt: str, *, extra_words: Sequence[str] = ()) -> str | None:
         """Name of the first rule the prompt breaks (`"community"` for a community word), or None."""
-        views = _views(prompt, self._allow)
+        other = plain(prompt)
+        latin = latin_reading(other)
+        if self._allow is not None:
+            latin, other = self._allow.blank(latin, other)
+        seen = views(latin, None if other.isascii() else other)
         hits: dict[str, bool] = {}
 
         def hit(category: str) -> bool:
             if category not in hits:
-                hits[category] = self._categories[category].matches(views)
+                hits[category] = self._categories[category].matches(seen)
             return hits[category]
 
         for rule in self._rules:
             if all(any(hit(c) for c in group) for group in rule.when):
                 return rule.name
-        if extra_words and _extra_category(tuple(sorted(set(extra_words)))).matches(views):
+        if extra_words and _extra_category(tuple(sorted(set(extra_words)))).matches(seen):
             return "community"
         return None
 
@@ -322,10 +224,17 @@ class PromptPolicy:
         return f"PromptPolicy(rules={self.rule_names}, max_chars={self.max_chars})"
 
 
+def _build(name: str, words: Sequence[str], regexes: Sequence[str]) -> Category:
+    try:
+        return Category.build(words, regexes)
+    except re.error as exc:
+        raise ConfigError(message=f"prompt policy category {name!r}: invalid regex: {exc}") from exc
+
+
 @lru_cache(maxsize=256)
-def _extra_category(words: tuple[str, ...]) -> _Category:
+def _extra_category(words: tuple[str, ...]) -> Category:
     """Per-community words, compiled once per distinct list."""
-    return _Category.build(words, (), source="community block list")
+    return Category.build(words, ())
 
 
 async def screen_request(
@@ -340,6 +249,10 @@ async def screen_request(
     extra_words: Sequence[str] = (),
 ) -> None:
     """The bot core's gate before enqueueing: ban check, then prompt policy; refusals go to the audit log.
+
+    `prompt` is any text of the user's that reaches the model: a portrait prompt, an edit instruction, a
+    preset spec (`ghibli:0.7+headshot:0.3`). Every refusal is recorded with its rule, so a moderator finds
+    the hard rule's refusals under `sexualised-minor`.
 
     Raises `Banned`, `PromptTooLong` or `PromptRefused`; returns None when the request may be enqueued
     (the caller then records the `request` event with the job id).
