@@ -83,7 +83,8 @@ def test_generate_rejects_bad_input_with_one_clear_line(tmp_path: Path, shared_d
     proc = _run([str(text_file), "-o", str(tmp_path / "out")], shared_data_dir)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
-        "likeness generate: error: That file isn't an image I can read. Please send a photo (JPEG, PNG or WebP)."
+        "likeness generate: error: That file isn't an image I can read. "
+        "Please send a photo (JPEG, PNG, WebP, AVIF or HEIC)."
     ]
     assert proc.stdout == "" and not (tmp_path / "out").exists()
 

@@ -5,23 +5,33 @@ from __future__ import annotations
 import io
 import pickle
 import struct
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
 
+import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageCms
 
+from likeness import images
 from likeness.errors import InvalidImage
-from likeness.images import encode_image, load_image, sniff_image
+from likeness.images import encode_image, format_size, load_image, prepare_selfie, sniff_image
 from tests.helpers.image_bytes import (
     BLUE,
     GREEN,
     RED,
     YELLOW,
     animated,
+    exif_bytes,
+    heic,
+    jpeg_markers,
     jpeg_with_exif,
     png_claiming_size,
     quadrants,
     save,
     with_corrupt_exif,
+    with_ispe,
 )
 
 LIMITS = {"max_bytes": 10_000_000, "max_pixels": 40_000_000}
@@ -79,7 +89,7 @@ def test_oversized_files_are_refused_before_decoding() -> None:
     data = save(quadrants(), "PNG")
     with pytest.raises(InvalidImage, match="too large") as info:
         load(data, max_bytes=len(data) - 1)
-    assert "KB" in info.value.user_message  # the size is shown in units a person reads
+    assert f"({len(data)} bytes)" in info.value.user_message  # the size is shown in units a person reads
     assert load(data, max_bytes=len(data)).size == (64, 48)
 
 
@@ -224,3 +234,216 @@ def test_invalid_image_survives_pickling() -> None:
     again = pickle.loads(pickle.dumps(info.value))
     assert type(again) is InvalidImage
     assert again.user_message == info.value.user_message
+
+
+# --- sizes in texts -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("n", "text"),
+    [
+        (0, "0 bytes"),
+        (1, "1 byte"),
+        (1023, "1023 bytes"),
+        (1024, "1 KiB"),
+        (1536, "1.5 KiB"),
+        (512 * 1024, "512 KiB"),
+        (1024 * 1024 - 1, "1 MiB"),  # 1023.999 KiB: not "1024 KiB"
+        (1536 * 1024, "1.5 MiB"),
+        (20 * 1024 * 1024, "20 MiB"),
+        (21_000_000, "20 MiB"),  # what "21 MB" used to mean
+        (3 * 1024**3, "3 GiB"),
+    ],
+)
+def test_format_size_uses_binary_units(n: int, text: str) -> None:
+    assert format_size(n) == text
+
+
+def test_too_large_texts_use_the_limits_units() -> None:
+    limit = 20 * 1024 * 1024
+    with pytest.raises(InvalidImage) as info:
+        sniff_image(b"\xff" * (limit + 3 * 1024 * 1024 // 2), max_bytes=limit, max_pixels=10**6)
+    assert info.value.user_message == "That file is too large (21.5 MiB); the limit is 20 MiB."
+    with pytest.raises(InvalidImage) as info:  # rounds to the limit itself: said without a contradiction
+        sniff_image(b"\xff" * (limit + 1), max_bytes=limit, max_pixels=10**6)
+    assert info.value.user_message == "That file is just over the size limit of 20 MiB."
+
+
+# --- phones' formats: AVIF (Pillow) and HEIC (pillow-heif) ----------------------------------------------------
+
+
+def avif(img: Image.Image, **params: object) -> bytes:
+    return save(img, "AVIF", **{"quality": 90, **params})
+
+
+PHONE_FORMATS = {"avif": avif, "heic": heic}
+
+
+@pytest.fixture
+def forget_formats() -> Iterator[None]:
+    """The accepted formats are looked up afresh before and after the test (they are cached per process)."""
+    images._input_formats.cache_clear()
+    yield
+    images._input_formats.cache_clear()
+
+
+@pytest.mark.parametrize("fmt", sorted(PHONE_FORMATS))
+def test_phone_formats_load(fmt: str) -> None:
+    img = load(PHONE_FORMATS[fmt](quadrants()))
+    assert img.mode == "RGB"
+    assert img.size == (64, 48)
+    for got, want in zip(corner_colours(img), [RED, GREEN, BLUE, YELLOW], strict=True):
+        assert close(got, want), (got, want)
+
+
+@pytest.mark.parametrize("fmt", sorted(PHONE_FORMATS))
+def test_phone_formats_come_out_upright(fmt: str) -> None:
+    upright = quadrants(48, 64)
+    # Stored sideways with "rotate 90° clockwise to view": both encoders turn that into an `irot` box.
+    data = PHONE_FORMATS[fmt](upright.transpose(Image.Transpose.ROTATE_90), exif=exif_bytes(6))
+    assert b"irot" in data
+    for img in (load(data), Image.open(io.BytesIO(prepare_selfie(data, **LIMITS)))):
+        assert img.size == (48, 64)
+        for got, want in zip(corner_colours(img), [RED, GREEN, BLUE, YELLOW], strict=True):
+            assert close(got, want), (fmt, got, want)
+
+
+@pytest.mark.parametrize("fmt", sorted(PHONE_FORMATS))
+def test_phone_format_bombs_are_refused_from_the_header(fmt: str) -> None:
+    # 64×64 needs no crop box (`clap`), so `ispe` alone states the size.
+    data = with_ispe(PHONE_FORMATS[fmt](quadrants(64, 64), quality=50), 7_000, 7_000)
+    with pytest.raises(InvalidImage, match="too many pixels"):
+        sniff_image(data, **LIMITS)  # sniffing reads the header only: refused before any decoding
+    with pytest.raises(InvalidImage, match="too many pixels"):
+        load(data)
+
+
+def test_heic_whose_picture_is_bigger_than_its_header_is_refused() -> None:
+    # The header passes the pixel check; libheif refuses to decode more than it declared.
+    data = with_ispe(heic(Image.effect_noise((256, 256), 60).convert("RGB"), quality=50), 64, 64)
+    assert sniff_image(data, **LIMITS) == (64, 64)
+    with pytest.raises(InvalidImage, match="damaged"):
+        load(data)
+
+
+@pytest.mark.parametrize("fmt", sorted(PHONE_FORMATS))
+def test_cut_phone_formats_are_refused_as_damaged(fmt: str) -> None:
+    data = PHONE_FORMATS[fmt](Image.effect_noise((128, 128), 60).convert("RGB"))
+    with pytest.raises(InvalidImage, match="damaged"):
+        load(data[: int(len(data) * 0.8)])
+
+
+def test_texts_name_the_phone_formats() -> None:
+    with pytest.raises(InvalidImage) as info:
+        load(b"%PDF-1.7 not a selfie" * 10)
+    assert "JPEG, PNG, WebP, AVIF or HEIC" in info.value.user_message
+
+
+@pytest.mark.usefixtures("forget_formats")
+def test_without_pillow_heif_heic_is_refused_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = heic(quadrants())
+    monkeypatch.setitem(sys.modules, "pillow_heif", None)  # as on an install without it: the import fails
+    with pytest.raises(InvalidImage) as info:
+        load(data)
+    assert info.value.user_message == "HEIC photos can't be read here. Please send a JPEG, PNG, WebP or AVIF instead."
+    assert load(avif(quadrants())).size == (64, 48)  # the rest still reads
+
+
+def test_importing_images_leaves_pillow_alone() -> None:
+    """pillow-heif's opener is registered on first use, not as a side effect of the import."""
+    code = "import sys, likeness.images\nprint('pillow_heif' in sys.modules)"
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+# --- prepare_selfie: what is stored for the worker ------------------------------------------------------------
+
+
+def astronaut(size: tuple[int, int]) -> Image.Image:
+    skimage_data = pytest.importorskip("skimage.data")
+    return Image.fromarray(skimage_data.astronaut()).resize(size, Image.Resampling.LANCZOS)
+
+
+def mean_difference(a: Image.Image, b: Image.Image, size: tuple[int, int] = (256, 192)) -> float:
+    small = [np.asarray(i.convert("RGB").resize(size, Image.Resampling.BOX), dtype=np.float32) for i in (a, b)]
+    return float(np.abs(small[0] - small[1]).mean())
+
+
+def test_a_big_phone_photo_with_trailing_junk_is_stored_small_and_upright() -> None:
+    photo = astronaut((4000, 3000))
+    # Sideways sensor pixels plus an orientation tag, then 15 MiB of junk after the end of the JPEG.
+    upload = jpeg_with_exif(photo.transpose(Image.Transpose.ROTATE_90), orientation=6)
+    upload += b"\x00junk\xff" * (3 * 1024 * 1024)
+    assert len(upload) > 15 * 1024 * 1024
+    stored = prepare_selfie(upload, max_bytes=20 * 1024 * 1024, max_pixels=40_000_000)
+    assert len(stored) < 1024 * 1024
+    with Image.open(io.BytesIO(stored)) as out:
+        assert out.format == "JPEG"
+        assert out.size == (2048, 1536)  # the long side at max_side, the aspect ratio kept
+        assert mean_difference(out, photo) < 2.0  # the same picture, the right way up
+        assert mean_difference(out, photo.transpose(Image.Transpose.ROTATE_180)) > 20
+    assert load_image(stored, max_bytes=20 * 1024 * 1024, max_pixels=40_000_000).size == (2048, 1536)
+
+
+def test_worst_case_noise_stays_within_3_mib() -> None:
+    rng = np.random.default_rng(7)
+    noise = Image.fromarray(rng.integers(0, 256, (2048, 2048, 3), dtype=np.uint8))
+    upload = save(noise, "PNG")
+    assert len(upload) > 12 * 1024 * 1024  # incompressible: 12 MiB of pixels
+    stored = prepare_selfie(upload, max_bytes=20 * 1024 * 1024, max_pixels=40_000_000)
+    assert len(stored) <= 3 * 1024 * 1024
+    assert Image.open(io.BytesIO(stored)).size == (2048, 2048)
+
+
+def test_a_photo_keeps_quality_95_and_full_colour_resolution() -> None:
+    stored = prepare_selfie(save(astronaut((1024, 1024)), "PNG"), **LIMITS)
+    with Image.open(io.BytesIO(stored)) as out:
+        assert out.size == (1024, 1024)  # never upscaled
+        assert out.layer == [(1, 1, 1, 0), (2, 1, 1, 1), (3, 1, 1, 1)]  # 4:4:4: no chroma subsampling
+        assert out.quantization[0][0] <= 3  # quality 95's DC step (quality 75 would use 8)
+
+
+def test_stored_selfie_carries_no_metadata() -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 1
+    exif[0x010F] = "PhoneMaker"
+    exif[0x8825] = {1: "N", 2: (48.0, 51.0, 24.0)}
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    xmp = b'<x:xmpmeta xmlns:x="adobe:ns:meta/">PhoneMaker XMP</x:xmpmeta>'
+    upload = save(quadrants(), "JPEG", exif=exif, icc_profile=icc, xmp=xmp, comment=b"PhoneMaker comment")
+    assert {0xE1, 0xE2, 0xFE} <= set(jpeg_markers(upload))  # the input really has EXIF/XMP, ICC and a comment
+    stored = prepare_selfie(upload, **LIMITS)
+    # SOI, then JFIF's APP0, quantisation tables, the frame, Huffman tables, the scan: no APP1-15, no comment.
+    assert set(jpeg_markers(stored)) == {0xE0, 0xDB, 0xC0, 0xC4, 0xDA}
+    assert b"PhoneMaker" not in stored
+    with Image.open(io.BytesIO(stored)) as out:
+        assert not out.getexif()
+        assert set(out.info) <= {"jfif", "jfif_version", "jfif_unit", "jfif_density", "dpi"}
+
+
+def test_prepare_selfie_is_deterministic() -> None:
+    upload = save(astronaut((900, 700)), "WEBP", quality=80)
+    assert prepare_selfie(upload, **LIMITS, max_side=512) == prepare_selfie(upload, **LIMITS, max_side=512)
+
+
+def test_a_long_thin_image_keeps_a_loadable_short_side() -> None:
+    stored = prepare_selfie(save(quadrants(16, 5000), "PNG"), **LIMITS)
+    assert Image.open(io.BytesIO(stored)).size == (16, 2048)
+    assert load(stored).size == (16, 2048)
+
+
+@pytest.mark.parametrize("fmt", sorted(PHONE_FORMATS))
+def test_phone_photos_are_stored_as_jpeg(fmt: str) -> None:
+    photo = astronaut((800, 600))
+    stored = prepare_selfie(PHONE_FORMATS[fmt](photo), **LIMITS, max_side=512)
+    with Image.open(io.BytesIO(stored)) as out:
+        assert (out.format, out.size) == ("JPEG", (512, 384))
+        assert mean_difference(out, photo) < 2.5
+
+
+def test_prepare_selfie_refuses_what_load_image_refuses() -> None:
+    with pytest.raises(InvalidImage, match="isn't an image"):
+        prepare_selfie(b"%PDF-1.7" * 100, **LIMITS)
+    with pytest.raises(InvalidImage, match="too many pixels"):
+        prepare_selfie(png_claiming_size(7_000, 7_000), **LIMITS)

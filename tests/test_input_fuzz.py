@@ -9,9 +9,9 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from likeness.errors import InvalidImage, InvalidPresetSpec, UnknownPreset
-from likeness.images import load_image
+from likeness.images import load_image, prepare_selfie
 from likeness.presets import PresetCatalog
-from tests.helpers.image_bytes import animated, jpeg_with_exif, quadrants, save
+from tests.helpers.image_bytes import animated, exif_bytes, heic, jpeg_with_exif, quadrants, save
 
 LIMITS = {"max_bytes": 2_000_000, "max_pixels": 4_000_000}
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -26,6 +26,11 @@ SAMPLES = {
     "webp": save(quadrants(40, 30), "WEBP", quality=80),
     "gif": animated("GIF", [(200, 0, 0), (0, 200, 0)], size=(24, 24)),
     "webp-animated": animated("WEBP", [(200, 0, 0), (0, 200, 0)], size=(24, 24)),
+    "avif": save(quadrants(40, 30), "AVIF", quality=80),
+    "avif-rotated": save(quadrants(40, 30), "AVIF", quality=80, exif=exif_bytes(6)),  # `irot` box
+    "avif-alpha": save(quadrants(40, 30).convert("RGBA"), "AVIF", quality=80),
+    "heic": heic(quadrants(40, 30), quality=80),  # a `clap` crop box: HEVC codes 64×64
+    "heic-rotated": heic(quadrants(40, 30), quality=80, exif=exif_bytes(6)),
 }
 
 
@@ -67,8 +72,27 @@ def test_corrupted_valid_files(kind: str, data: st.DataObject) -> None:
     check_load(bytes(buf))
 
 
+@FUZZ
+@given(st.sampled_from(sorted(SAMPLES)), st.data())
+def test_prepared_selfies_load_in_the_worker(kind: str, data: st.DataObject) -> None:
+    """`prepare_selfie` on damaged uploads: `InvalidImage`, or a JPEG that the worker's `load_image` takes."""
+    buf = bytearray(SAMPLES[kind])
+    for _ in range(data.draw(st.integers(min_value=0, max_value=4), label="flips")):
+        pos = data.draw(st.integers(min_value=0, max_value=len(buf) - 1), label="pos")
+        buf[pos] = data.draw(st.integers(min_value=0, max_value=255), label="byte")
+    try:
+        stored = prepare_selfie(bytes(buf), **LIMITS, max_side=32)
+    except InvalidImage as exc:
+        assert exc.user_message
+        return
+    img = load_image(stored, **LIMITS)
+    assert img.mode == "RGB"
+    assert max(img.size) <= 32
+    assert min(img.size) >= 16
+
+
 MODES = ["1", "L", "LA", "P", "PA", "RGB", "RGBA", "CMYK", "I;16", "I", "F", "YCbCr", "LAB", "HSV"]
-SAVE_AS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP", "gif": "GIF", "bmp": "BMP"}
+SAVE_AS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP", "gif": "GIF", "bmp": "BMP", "avif": "AVIF"}
 
 
 @FUZZ

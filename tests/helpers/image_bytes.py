@@ -68,3 +68,40 @@ def with_corrupt_exif(jpeg: bytes) -> bytes:
     entry = b"\x01\x0f\x00\x02"  # big-endian IFD entry: tag 0x010F (Make), type 2 (ASCII)
     assert jpeg.count(entry) == 1
     return jpeg.replace(entry, b"\x01\x0f\x00\x05")
+
+
+def heic(img: Image.Image, **params: Any) -> bytes:
+    """An HEVC-coded HEIF file as phones write them (needs pillow-heif, whose wheel ships the x265 encoder).
+
+    An EXIF orientation passed as `exif=<bytes>` is written as the `irot`/`imir` boxes, as iPhones do.
+    """
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()  # the save side; options the code under test set are left alone
+    return save(img, "HEIF", **{"quality": 90, **params})
+
+
+def exif_bytes(orientation: int) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    exif[0x010F] = "PhoneMaker"
+    return exif.tobytes()
+
+
+def with_ispe(data: bytes, width: int, height: int) -> bytes:
+    """Rewrite the one `ispe` (image spatial extents) box of a HEIF/AVIF file: the header's claimed size."""
+    assert data.count(b"ispe") == 1
+    at = data.index(b"ispe") + 8  # box type, then version and flags (4), then width and height
+    return data[:at] + struct.pack(">II", width, height) + data[at + 8 :]
+
+
+def jpeg_markers(data: bytes) -> list[int]:
+    """The segment markers of a JPEG up to its first scan (SOS), e.g. 0xE0 for APP0, 0xFE for a comment."""
+    assert data[:2] == b"\xff\xd8"
+    markers, at = [], 2
+    while True:
+        marker, length = data[at + 1], struct.unpack(">H", data[at + 2 : at + 4])[0]
+        markers.append(marker)
+        if marker == 0xDA:
+            return markers
+        at += 2 + length
