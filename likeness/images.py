@@ -20,7 +20,7 @@ from PIL import Image, PngImagePlugin, UnidentifiedImageError, features
 from likeness._avif_headers import ImageSequence, coded_pixels
 from likeness.errors import InvalidImage
 
-__all__ = ["encode_image", "format_size", "load_image", "prepare_selfie", "sniff_image"]
+__all__ = ["prepare_mask", "encode_image", "format_size", "load_image", "prepare_selfie", "sniff_image"]
 
 _FORMATS = {"png": "PNG", "jpeg": "JPEG", "jpg": "JPEG", "webp": "WEBP"}
 # Decoders we accept: fewer decoders, less attack surface. ("JPEG" also opens phones' multi-picture MPO files.)
@@ -136,6 +136,13 @@ def prepare_selfie(data: bytes, *, max_bytes: int, max_pixels: int, max_side: in
     return buf.getvalue()
 
 
+def prepare_mask(data: bytes, *, max_bytes: int, max_pixels: int, max_side: int = 2048) -> bytes:
+    """A user-painted mask as stored for the worker: decoded with every guard, grey, long side ≤ `max_side`,
+    a fresh PNG without metadata (never the upload itself)."""
+    img = _fit(load_image(data, max_bytes=max_bytes, max_pixels=max_pixels), max_side)
+    return encode_image(img.convert("L"), "png")
+
+
 def format_size(n: int) -> str:
     """A byte count in binary units, as the limits are set: "900 bytes", "512 KiB", "1.5 MiB", "20 MiB"."""
     if n < 0:
@@ -190,7 +197,9 @@ def encode_image(
 
 @functools.cache
 def _input_formats() -> tuple[str, ...]:
-    """Pillow format ids `Image.open` may try; registers pillow-heif's HEIF opener on first use, if installed.
+    """Pillow format ids `Image.open` may try; registers a HEIF opener on first use, if one is installed:
+    `pi-heif` (the dependency: decoder only, LGPL) or `pillow-heif` (same API; its wheels bundle a GPL encoder,
+    so only the tests use it, to write HEIC files).
 
     Lazy rather than at import: `import likeness.images` stays free of side effects on Pillow's global
     registry and of pillow-heif's native libraries (~20 ms) in processes that never decode a photo.
@@ -199,10 +208,13 @@ def _input_formats() -> tuple[str, ...]:
     """
     formats = _BASE_FORMATS + (("AVIF",) if features.check("avif") else ())
     try:
-        import pillow_heif
+        import pi_heif as heif
     except ImportError:
-        return formats
-    pillow_heif.register_heif_opener(thumbnails=False, depth_images=False, aux_images=False)
+        try:
+            import pillow_heif as heif
+        except ImportError:
+            return formats
+    heif.register_heif_opener(thumbnails=False, depth_images=False, aux_images=False)
     return (*formats, "HEIF")
 
 
@@ -289,23 +301,3 @@ def _bomb(max_pixels: int) -> InvalidImage:
     return InvalidImage(
         message=f"That image has too many pixels (limit {max_pixels / 1e6:g} megapixels). Please send a normal photo."
     )
-
-
-# TEMPORARY (replaced by the images branch)
-def format_size(n: int) -> str:
-    for unit, size in (("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= size:
-            return f"{n / size:.1f}".removesuffix(".0") + f" {unit}"
-    return f"{n} bytes"
-
-
-def prepare_selfie(data: bytes, *, max_bytes: int, max_pixels: int, max_side: int = 2048) -> bytes:
-    image = load_image(data, max_bytes=max_bytes, max_pixels=max_pixels)
-    image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-    return encode_image(image, "jpeg", quality=95)
-
-
-def prepare_mask(data: bytes, *, max_bytes: int, max_pixels: int, max_side: int = 2048) -> bytes:
-    image = load_image(data, max_bytes=max_bytes, max_pixels=max_pixels)
-    image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-    return encode_image(image.convert("L"), "png")

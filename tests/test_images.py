@@ -340,9 +340,10 @@ def test_texts_name_the_phone_formats() -> None:
 
 
 @pytest.mark.usefixtures("forget_formats")
-def test_without_pillow_heif_heic_is_refused_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_a_heif_decoder_heic_is_refused_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
     data = heic(quadrants())
-    monkeypatch.setitem(sys.modules, "pillow_heif", None)  # as on an install without it: the import fails
+    for module in ("pi_heif", "pillow_heif"):  # as on an install without either: the imports fail
+        monkeypatch.setitem(sys.modules, module, None)
     with pytest.raises(InvalidImage) as info:
         load(data)
     assert info.value.user_message == "HEIC photos can't be read here. Please send a JPEG, PNG, WebP or AVIF instead."
@@ -350,8 +351,8 @@ def test_without_pillow_heif_heic_is_refused_by_name(monkeypatch: pytest.MonkeyP
 
 
 def test_importing_images_leaves_pillow_alone() -> None:
-    """pillow-heif's opener is registered on first use, not as a side effect of the import."""
-    code = "import sys, likeness.images\nprint('pillow_heif' in sys.modules)"
+    """The HEIF opener is registered on first use, not as a side effect of the import."""
+    code = "import sys, likeness.images\nprint('pillow_heif' in sys.modules or 'pi_heif' in sys.modules)"
     root = Path(__file__).resolve().parents[1]
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
