@@ -20,7 +20,7 @@ from PIL import Image, PngImagePlugin, UnidentifiedImageError, features
 from likeness._avif_headers import ImageSequence, coded_pixels
 from likeness.errors import InvalidImage
 
-__all__ = ["prepare_mask", "encode_image", "format_size", "load_image", "prepare_selfie", "sniff_image"]
+__all__ = ["encode_image", "format_size", "load_image", "prepare_mask", "prepare_selfie", "sniff_image"]
 
 _FORMATS = {"png": "PNG", "jpeg": "JPEG", "jpg": "JPEG", "webp": "WEBP"}
 # Decoders we accept: fewer decoders, less attack surface. ("JPEG" also opens phones' multi-picture MPO files.)

@@ -177,3 +177,31 @@ async def test_a_result_for_a_deleted_channel_goes_by_dm(make: Callable[..., Set
         await append_delivery(client.core.queue.redis, delivery, marker_ttl_s=60)
         dms = await fake.wait_for(lambda: [m for m in fake.channel_messages(USER + 1) if m["attachments"]], timeout=20)
         assert "is gone" in dms[0]["content"]
+
+
+async def test_odd_preset_names_and_bidi_text_get_clean_private_answers(
+    make: Callable[..., Settings], fake: FakeDiscord
+) -> None:
+    async with running_bot(make(), fake):
+        too_long = await _private_answer(fake, portrait(fake, fake.add_attachment(png()), preset="g" * 300))
+        assert "too long" in too_long
+        bidi = await _private_answer(fake, portrait(fake, fake.add_attachment(png()), preset="evil\u202egnp.exe"))
+        assert "\u202e" not in bidi and "evilgnp.exe" in bidi
+        named = fake.add_attachment(b"hello", filename="x\u202etxt.jpg", content_type="text/plain")
+        assert "\u202e" not in await _private_answer(fake, portrait(fake, named))
+    assert fake.downloads == []
+
+
+@pytest.mark.parametrize("content_type", ["image/heic", "image/avif"])
+async def test_phone_formats_are_accepted(make: Callable[..., Settings], fake: FakeDiscord, content_type: str) -> None:
+    from tests.helpers.faces import astronaut
+    from tests.helpers.image_bytes import heic, save
+
+    data = heic(astronaut()) if content_type == "image/heic" else save(astronaut(), "AVIF")
+    settings = make()
+    async with running_bot(settings, fake):
+        payload = portrait(fake, fake.add_attachment(data, filename="IMG_0001", content_type=content_type))
+        await fake.dispatch("INTERACTION_CREATE", payload)
+        record = fake.interactions[payload["token"]]
+        await fake.wait_for(lambda: record["original"] and "in the queue" in str(fake.messages), timeout=10)
+    assert await _queued_jobs(settings) == 1

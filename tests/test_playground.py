@@ -177,6 +177,11 @@ def _png(size: tuple[int, int]) -> bytes:
         ({"prompt": "x" * 500}, 400, "characters"),
         ({"count": "9"}, 400, "1 to 4"),
         ({"format": "poster"}, 400, "story"),
+        ({"preset": ""}, 400, "which style"),
+        ({"preset": "   "}, 400, "which style"),
+        ({"preset": "g" * 300}, 400, "too long"),
+        ({"format": "f" * 100}, 400, "story"),
+        ({"selfie": b"\x89PNG" + b"0" * 1_900_000}, 400, "image"),  # MB-sized junk: a clear text, no 500
     ],
 )
 async def test_bad_uploads_get_clear_answers(
@@ -232,3 +237,36 @@ async def test_limits_answer_with_retry_advice(
         second = await http.post("/api/portrait", data=_selfie_form())
         assert second.status == 429
         assert "try again in" in (await second.json())["message"]
+
+
+@pytest.mark.parametrize(
+    ("headers", "why"),
+    [
+        ({"Origin": "https://evil.example"}, "other web pages"),  # a page elsewhere posting to the playground
+        ({"Origin": "null"}, "other web pages"),  # sandboxed frames, file:// pages
+        ({"Sec-Fetch-Site": "cross-site"}, "other web pages"),
+        ({"Host": "evil.example:8080"}, "own address"),  # DNS rebinding: the attacker's name, our address
+        ({"Host": "likeness.evil.example"}, "own address"),
+    ],
+)
+async def test_cross_site_writes_and_foreign_hosts_are_refused(
+    client: TestClient, headers: dict[str, str], why: str
+) -> None:
+    response = await client.post("/api/portrait", data=_selfie_form(), headers=headers)
+    assert response.status == 403 and why in (await response.json())["message"]
+    assert (await (await client.get("/api/history")).json())["results"] == []
+
+
+async def test_same_site_requests_and_allowed_hosts_are_served(
+    make_settings: Callable[..., Settings], redis_url: str, tiny_engine: Any
+) -> None:
+    settings = make_settings(redis_url=redis_url, playground_allowed_hosts=["likeness-box.lan"])
+    async with running_stack(settings, tiny_engine) as core, TestClient(TestServer(build_app(core))) as http:
+        own = f"http://{http.host}:{http.port}"
+        same = await http.post(
+            "/api/portrait", data=_selfie_form(), headers={"Origin": own, "Sec-Fetch-Site": "same-origin"}
+        )
+        assert same.status == 202
+        lan = await http.get("/api/presets", headers={"Host": "likeness-box.lan:8080"})
+        assert lan.status == 200
+        assert (await http.get("/api/presets", headers={"Host": "other.lan"})).status == 403

@@ -11,16 +11,18 @@ import pytest
 from likeness.bot._texts import EDIT_HOWTO, HELP
 from likeness.bot.telegram import ALLOWED_UPDATES
 from likeness.queue._community import CommunitySettings
-from tests.fakes.telegram_api import Call, FakeTelegram
 from tests.helpers.telegram import (
     TOKEN,
-    TelegramHarness,
+    button_data,
     callback_query,
     document_message,
     edit_answer,
     image_bytes,
     photo_message,
+    portrait_result,
     reaction,
+    reply_id,
+    result_message,
     text_message,
     user,
 )
@@ -33,37 +35,13 @@ BOB = user(202, "Bob")
 CAROL = user(303, "Carol")
 
 
-def _reply_id(call: Call) -> int | None:
-    reply = call.params.get("reply_parameters")
-    return int(reply["message_id"]) if reply else None
-
-
-def _buttons(call: Call) -> list[str]:
-    markup = call.params.get("reply_markup") or {}
-    return [b["callback_data"] for row in markup.get("inline_keyboard", []) for b in row]
-
-
 def _seed(caption: str) -> int:
     match = re.search(r"seed (\d+)", caption)
     assert match, caption
     return int(match.group(1))
 
 
-async def _portrait(h: TelegramHarness, chat: dict[str, Any], who: dict[str, Any], **kwargs: Any) -> tuple[dict, Call]:
-    """Send a captioned photo and wait for its result photo; returns (request, sendPhoto call)."""
-    before = len(h.tg.calls_of("sendPhoto"))
-    request = await h.send(photo_message(h.tg, chat, who, caption="/portrait ghibli", **kwargs))
-    calls = await h.tg.wait_call("sendPhoto", count=before + 1, timeout=30)
-    return request, calls[-1]
-
-
-def _result_message(tg: FakeTelegram, call: Call) -> dict[str, Any]:
-    chat_id = int(call.params["chat_id"])
-    ours = [m for (c, _), m in tg.messages.items() if c == chat_id and m.get("photo") and m.get("reply_markup")]
-    return next(m for m in reversed(ours) if m.get("caption") == call.params.get("caption"))
-
-
-async def test_captioned_photo_gets_progress_then_a_result_with_buttons(h, tg, caplog):
+async def test_captioned_photo_gets_progress_then_a_result_withbutton_data(h, tg, caplog):
     caplog.set_level(logging.DEBUG)
     await h.start_bot()
     await h.start_worker()
@@ -72,12 +50,12 @@ async def test_captioned_photo_gets_progress_then_a_result_with_buttons(h, tg, c
     photo = (await tg.wait_call("sendPhoto", timeout=30))[-1]
 
     progress = tg.calls_of("sendMessage", chat_id=101)[0]
-    assert progress.params["text"].startswith("⏳") and _reply_id(progress) == request["message_id"]
+    assert progress.params["text"].startswith("⏳") and reply_id(progress) == request["message_id"]
     assert progress.at < photo.at
-    assert _reply_id(photo) == request["message_id"]
+    assert reply_id(photo) == request["message_id"]
     assert "seed" in photo.params["caption"] and "Likeness" in photo.params["caption"]
     assert photo.files["photo"][:8] == b"\x89PNG\r\n\x1a\n"
-    actions = [b.split(":")[1] for b in _buttons(photo)]
+    actions = [b.split(":")[1] for b in button_data(photo)]
     assert actions == ["reroll", "edit", "vary", "full"]
     # the progress message is cleaned up once the result is there
     deleted = await tg.wait_call("deleteMessage")
@@ -96,12 +74,12 @@ async def test_reply_to_a_photo_and_an_image_file_both_make_portraits(h, tg):
     photo = await h.send(photo_message(tg, chat, ALICE))
     request = await h.send(text_message(tg, chat, ALICE, "/portrait ghibli", reply_to=photo))
     first = (await tg.wait_call("sendPhoto", timeout=30))[-1]
-    assert _reply_id(first) == request["message_id"]
+    assert reply_id(first) == request["message_id"]
     assert tg.downloads == [photo["photo"][-1]["file_id"]]
 
     doc = await h.send(document_message(tg, chat, ALICE, image_bytes(fmt="PNG"), caption="/portrait ghibli"))
     second = (await tg.wait_call("sendPhoto", count=2, timeout=30))[-1]
-    assert _reply_id(second) == doc["message_id"]
+    assert reply_id(second) == doc["message_id"]
     assert tg.downloads[-1] == doc["document"]["file_id"]
     # a photo without the command, or with a command for another bot, is not for us
     await h.send(photo_message(tg, chat, ALICE, caption="holiday"))
@@ -133,29 +111,29 @@ async def test_buttons_reroll_edit_variations_full_size(h, tg):
     await h.start_bot()
     await h.start_worker()
     chat = tg.chat(101)
-    _, photo = await _portrait(h, chat, ALICE)
-    result = _result_message(tg, photo)
-    ids = dict(b.split(":")[1:] for b in _buttons(photo))
+    _, photo = await portrait_result(h, chat, ALICE)
+    result = result_message(tg, photo)
+    ids = dict(b.split(":")[1:] for b in button_data(photo))
     result_id = ids["reroll"]
 
     await tg.inject("callback_query", callback_query(ALICE, result, f"lk:reroll:{result_id}"))
     rerolled = (await tg.wait_call("sendPhoto", count=2, timeout=30))[-1]
-    assert _reply_id(rerolled) == result["message_id"]
+    assert reply_id(rerolled) == result["message_id"]
     assert _seed(rerolled.params["caption"]) != _seed(photo.params["caption"])
     assert rerolled.files["photo"] != photo.files["photo"]
-    new_id = dict(b.split(":")[1:] for b in _buttons(rerolled))["reroll"]
+    new_id = dict(b.split(":")[1:] for b in button_data(rerolled))["reroll"]
     assert new_id != result_id
 
     await tg.inject("callback_query", callback_query(ALICE, result, f"lk:edit:{result_id}"))
     howto = await tg.wait_for(lambda: [c for c in tg.calls_of("sendMessage") if c.params["text"] == EDIT_HOWTO])
-    assert _reply_id(howto[0]) == result["message_id"]
+    assert reply_id(howto[0]) == result["message_id"]
 
     await tg.inject("callback_query", callback_query(ALICE, result, f"lk:vary:{result_id}"))
     album = (await tg.wait_call("sendMediaGroup", timeout=40))[-1]
     assert len(album.params["media"]) == 4 and len(album.files) == 4
     assert len({album.files[m["media"].removeprefix("attach://")] for m in album.params["media"]}) == 4
-    keyboard = await tg.wait_for(lambda: [c for c in tg.calls_of("sendMessage") if _buttons(c)])
-    assert [b.split(":")[1] for b in _buttons(keyboard[0])] == ["reroll", "edit", "vary", "full"]
+    keyboard = await tg.wait_for(lambda: [c for c in tg.calls_of("sendMessage") if button_data(c)])
+    assert [b.split(":")[1] for b in button_data(keyboard[0])] == ["reroll", "edit", "vary", "full"]
     # every photo of the album is linked to the result: a reply to the third one is an edit of it
     await tg.wait_call("deleteMessage", count=3)  # the progress message goes once all links are stored
     third = tg.messages[(101, album.result[2]["message_id"])]
@@ -165,7 +143,7 @@ async def test_buttons_reroll_edit_variations_full_size(h, tg):
     await tg.inject("callback_query", callback_query(ALICE, result, f"lk:full:{result_id}"))
     document = (await tg.wait_call("sendDocument"))[-1]
     assert document.files["document"] == photo.files["photo"]  # the original PNG, not a recompressed copy
-    assert _reply_id(document) == result["message_id"]
+    assert reply_id(document) == result["message_id"]
     answered = tg.calls_of("answerCallbackQuery")
     assert len(answered) == 4 and not any(c.params.get("show_alert") for c in answered)
 
@@ -174,14 +152,14 @@ async def test_thumbs_down_reaction_rerolls_only_for_the_requester(h, tg):
     await h.start_bot()
     await h.start_worker()
     chat = tg.chat(-1002, "supergroup")
-    _, photo = await _portrait(h, chat, ALICE)
-    result = _result_message(tg, photo)
+    _, photo = await portrait_result(h, chat, ALICE)
+    result = result_message(tg, photo)
 
     await tg.inject("message_reaction", reaction(chat, result["message_id"], BOB, ["👎"]))
     await tg.inject("message_reaction", reaction(chat, result["message_id"], ALICE, ["👍"]))
     await tg.inject("message_reaction", reaction(chat, result["message_id"], ALICE, ["👎"], old=["👍"]))
     rerolled = (await tg.wait_call("sendPhoto", count=2, timeout=30))[-1]
-    assert _reply_id(rerolled) == result["message_id"]
+    assert reply_id(rerolled) == result["message_id"]
     assert _seed(rerolled.params["caption"]) != _seed(photo.params["caption"])
     await h.send(text_message(tg, chat, ALICE, "/help"))
     await tg.wait_for(lambda: HELP in h.texts())
@@ -193,9 +171,9 @@ async def test_non_requester_gets_a_short_alert_unless_admins_let_the_chat_colla
     await h.start_bot()
     await h.start_worker()
     chat = tg.chat(-1003, "supergroup")
-    _, photo = await _portrait(h, chat, ALICE)
-    result = _result_message(tg, photo)
-    result_id = _buttons(photo)[0].split(":")[2]
+    _, photo = await portrait_result(h, chat, ALICE)
+    result = result_message(tg, photo)
+    result_id = button_data(photo)[0].split(":")[2]
     messages_before = len(tg.calls_of("sendMessage"))
 
     await tg.inject("callback_query", callback_query(BOB, result, f"lk:reroll:{result_id}"))
@@ -205,7 +183,7 @@ async def test_non_requester_gets_a_short_alert_unless_admins_let_the_chat_colla
     assert len(tg.calls_of("sendMessage")) == messages_before  # no progress message for a refusal
     bobs_edit = await h.send(text_message(tg, chat, BOB, "make it blue", reply_to=result))
     refusal = await tg.wait_for(
-        lambda: [c for c in tg.calls_of("sendMessage") if _reply_id(c) == bobs_edit["message_id"]]
+        lambda: [c for c in tg.calls_of("sendMessage") if reply_id(c) == bobs_edit["message_id"]]
     )
     assert "Only the person who asked" in refusal[0].params["text"] and len(refusal) == 1
 
@@ -216,7 +194,7 @@ async def test_non_requester_gets_a_short_alert_unless_admins_let_the_chat_colla
         lambda: [
             c
             for c in tg.calls_of("sendMessage")
-            if _reply_id(c) == refused["message_id"] and "Only this chat's admins" in c.params["text"]
+            if reply_id(c) == refused["message_id"] and "Only this chat's admins" in c.params["text"]
         ]
     )
     usage = await h.send(text_message(tg, chat, CAROL, "/settings collaborate maybe"))
@@ -224,7 +202,7 @@ async def test_non_requester_gets_a_short_alert_unless_admins_let_the_chat_colla
         lambda: [
             c
             for c in tg.calls_of("sendMessage")
-            if _reply_id(c) == usage["message_id"] and "on|off" in c.params["text"]
+            if reply_id(c) == usage["message_id"] and "on|off" in c.params["text"]
         ]
     )
     await h.send(text_message(tg, chat, CAROL, "/settings collaborate on"))
@@ -234,44 +212,44 @@ async def test_non_requester_gets_a_short_alert_unless_admins_let_the_chat_colla
         lambda: [
             c
             for c in tg.calls_of("sendMessage")
-            if _reply_id(c) == private["message_id"] and "per group" in c.params["text"]
+            if reply_id(c) == private["message_id"] and "per group" in c.params["text"]
         ]
     )
     await tg.inject("callback_query", callback_query(BOB, result, f"lk:reroll:{result_id}"))
     rerolled = (await tg.wait_call("sendPhoto", count=2, timeout=30))[-1]
-    assert _reply_id(rerolled) == result["message_id"]
+    assert reply_id(rerolled) == result["message_id"]
 
 
 async def test_text_reply_to_a_result_is_an_edit_request(h, tg):
     await h.start_bot()
     await h.start_worker()
     chat = tg.chat(101)
-    _, photo = await _portrait(h, chat, ALICE)
-    result = _result_message(tg, photo)
+    _, photo = await portrait_result(h, chat, ALICE)
+    result = result_message(tg, photo)
     edit = await h.send(text_message(tg, chat, ALICE, "make the hair blue", reply_to=result))
     # The edited image replies to the edit request (until the engine can edit, the worker says so clearly).
     answer = await tg.wait_for(lambda: edit_answer(tg, edit), timeout=30, what="the edit's answer")
-    assert _reply_id(answer) == edit["message_id"]
-    progress = next(c for c in tg.calls_of("sendMessage") if _reply_id(c) == edit["message_id"])
+    assert reply_id(answer) == edit["message_id"]
+    progress = next(c for c in tg.calls_of("sendMessage") if reply_id(c) == edit["message_id"])
     assert progress.params["text"].startswith("⏳")
     # a reply to some other message is ordinary conversation: no answer
     other = await h.send(text_message(tg, chat, ALICE, "hello"))
     await h.send(text_message(tg, chat, ALICE, "thanks", reply_to=other))
     await h.send(text_message(tg, chat, ALICE, "/help"))
     await tg.wait_for(lambda: HELP in h.texts())
-    assert not [c for c in tg.calls_of("sendMessage") if _reply_id(c) == other["message_id"] + 1]
+    assert not [c for c in tg.calls_of("sendMessage") if reply_id(c) == other["message_id"] + 1]
 
 
-async def test_forum_topic_is_kept_for_progress_result_and_buttons(h, tg):
+async def test_forum_topic_is_kept_for_progress_result_andbutton_data(h, tg):
     await h.start_bot()
     await h.start_worker()
     chat = tg.chat(-1004, "supergroup", is_forum=True)
-    _, photo = await _portrait(h, chat, ALICE, thread_id=42)
+    _, photo = await portrait_result(h, chat, ALICE, thread_id=42)
     assert int(photo.params["message_thread_id"]) == 42
     progress = tg.calls_of("sendMessage", chat_id=-1004)[0]
     assert int(progress.params["message_thread_id"]) == 42
-    result = _result_message(tg, photo)
-    result_id = _buttons(photo)[0].split(":")[2]
+    result = result_message(tg, photo)
+    result_id = button_data(photo)[0].split(":")[2]
     await tg.inject("callback_query", callback_query(ALICE, result, f"lk:reroll:{result_id}"))
     await tg.inject("message_reaction", reaction(chat, result["message_id"], ALICE, ["👎"]))
     # under an old result Telegram sends an inaccessible message (date 0: chat and id, no topic)
@@ -347,9 +325,9 @@ async def test_buttons_on_a_forgotten_result_say_it_expired(h, tg):
     await h.start_bot()
     await h.start_worker()
     chat = tg.chat(101)
-    _, photo = await _portrait(h, chat, ALICE)
-    result = _result_message(tg, photo)
-    result_id = _buttons(photo)[0].split(":")[2]
+    _, photo = await portrait_result(h, chat, ALICE)
+    result = result_message(tg, photo)
+    result_id = button_data(photo)[0].split(":")[2]
     await h.send(text_message(tg, chat, ALICE, "/forget"))
     await tg.wait_for(lambda: [t for t in h.texts() if "deleted everything" in t])
 
@@ -372,10 +350,10 @@ async def test_flagged_images_are_withheld_or_spoilered_as_the_chat_allows(h, tg
     await h.start_bot(operator_allows)
     await h.start_worker()
     group = tg.chat(-1005, "supergroup")
-    request, photo = await _portrait(h, group, ALICE)
+    request, photo = await portrait_result(h, group, ALICE)
     assert not photo.params.get("has_spoiler")
     async with QueueClient(tg_settings) as queue:
-        record = await queue.get_result(_buttons(photo)[0].split(":")[2])
+        record = await queue.get_result(button_data(photo)[0].split(":")[2])
         flagged = record.model_copy(update={"metadata": {**record.metadata, "nsfw_scores": [0.99]}})
 
         await append_delivery(
@@ -386,7 +364,7 @@ async def test_flagged_images_are_withheld_or_spoilered_as_the_chat_allows(h, tg
         notice = await tg.wait_for(
             lambda: [c for c in tg.calls_of("sendMessage") if "safety check" in c.params["text"]]
         )
-        assert _reply_id(notice[0]) == request["message_id"] and "won't post it here" in notice[0].params["text"]
+        assert reply_id(notice[0]) == request["message_id"] and "won't post it here" in notice[0].params["text"]
         assert len(tg.calls_of("sendPhoto")) == 1
 
         async with CommunitySettingsClient(tg_settings) as community:
@@ -398,4 +376,4 @@ async def test_flagged_images_are_withheld_or_spoilered_as_the_chat_allows(h, tg
         )
         spoilered = (await tg.wait_call("sendPhoto", count=2))[-1]
     assert spoilered.params.get("has_spoiler") is True and "hidden behind a spoiler" in spoilered.params["caption"]
-    assert _reply_id(spoilered) == request["message_id"]
+    assert reply_id(spoilered) == request["message_id"]

@@ -314,9 +314,9 @@ class BotCore:
         self.access.check(origin.user_id, origin.chat_id, origin.extra.get("guild_id"))
 
     async def _checked(self, origin: Origin, args: PortraitArgs) -> PortraitParams:
-        """Every check of a portrait request before any upload is read: allowlist, preset spec (length, known
-        presets, fusion), format, count, prompt length, then ban and prompt policy (the spec screened with
-        the prompt, so a fused preset can't hide a term). Returns what the queue stores."""
+        """Every check of a portrait request before any upload is read: allowlist, sizes, then ban and prompt
+        policy (the spec screened with the prompt, so a fused preset can't hide a term), then the preset spec
+        (known presets, fusion) and the format. Returns what the queue stores."""
         self._admit(origin)
         spec = args.preset.strip()
         if not spec:
@@ -325,14 +325,14 @@ class BotCore:
             )
         if len(spec) > MAX_SPEC_CHARS:
             raise InvalidPresetSpec(message="That style is too long. Write a preset like `ghibli`; see /presets.")
-        resolved = self.presets.resolve(spec).spec
-        fmt = None if args.format is None else get_format(args.format).name
         if not 1 <= args.count <= MAX_COUNT:
             raise UserError(message=f"I can make 1 to {MAX_COUNT} images at a time.")
         prompt = args.prompt.strip()
         if len(prompt) > self.settings.max_prompt_chars:
             raise PromptTooLong(length=len(prompt), limit=self.settings.max_prompt_chars)
-        await self._screen(origin, prompt, context=spec)
+        await self._screen(origin, prompt, context=spec)  # first: an unknown preset's answer echoes its name
+        resolved = self.presets.resolve(spec).spec
+        fmt = None if args.format is None else get_format(args.format).name
         return PortraitParams(preset=resolved, prompt=prompt, format=fmt, count=args.count)
 
     async def _screen(self, origin: Origin, prompt: str, *, context: str = "") -> None:

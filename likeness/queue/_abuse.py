@@ -1,8 +1,9 @@
 """Abuse review: an append-only audit log of who asked what, where, with which job, plus user bans.
 
 The log is the Redis stream `likeness:audit`. Entry ids are Redis' millisecond timestamps, so retention is
-exact and cheap: every `XADD` carries `MINID <now - retention>`, dropping older entries as new ones arrive
-(nothing is ever edited). Bans live in the hash `likeness:bans` (`<platform>:<user_id>` → JSON), so a banned
+exact and cheap: every `XADD` carries `MINID <now - retention>`, dropping older entries as new ones arrive,
+and the stream expires whole a retention after its last entry (nothing is ever edited; `forget` deletes a
+user's entries). Bans live in the hash `likeness:bans` (`<platform>:<user_id>` → JSON), so a banned
 user is refused by the bot core before any GPU time is spent. Nothing here raises `Banned`: the caller does.
 """
 
@@ -89,8 +90,10 @@ class AbuseLog:
             "detail": detail[:_MAX_DETAIL],
         }
         oldest = max(0, int(time.time() * 1000) - self._retention_ms)
-        async with redis_errors():
-            entry_id = await self._redis.xadd(self._stream, fields, minid=f"{oldest}-0", approximate=False)  # type: ignore[arg-type]
+        async with redis_errors(), self._redis.pipeline(transaction=True) as pipe:
+            pipe.xadd(self._stream, fields, minid=f"{oldest}-0", approximate=False)  # type: ignore[arg-type]
+            pipe.pexpire(self._stream, self._retention_ms)  # a log nobody writes to any more ages out whole
+            entry_id, _ = await pipe.execute()
         return _text(entry_id)
 
     async def expire(self) -> int:

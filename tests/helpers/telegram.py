@@ -19,7 +19,7 @@ from typing import Any
 from likeness.bot.telegram import run_telegram
 from likeness.config import Settings
 from likeness.queue._worker import worker_in_loop
-from tests.fakes.telegram_api import FakeTelegram
+from tests.fakes.telegram_api import Call, FakeTelegram
 from tests.helpers.faces import astronaut
 from tests.helpers.stack import Borrowed
 
@@ -29,13 +29,17 @@ __all__ = [
     "TOKEN",
     "TelegramHarness",
     "assert_no_unexpected_errors",
+    "button_data",
     "callback_query",
     "document_message",
     "edit_answer",
     "harness",
     "image_bytes",
     "photo_message",
+    "portrait_result",
     "reaction",
+    "reply_id",
+    "result_message",
     "text_message",
     "user",
 ]
@@ -252,6 +256,35 @@ async def harness(tg: FakeTelegram, settings: Settings, engine: Any, **kwargs: A
         yield h
     finally:
         await h.close()
+
+
+def reply_id(call: Call) -> int | None:
+    """The message a sent message quotes (replies to), if any."""
+    reply = call.params.get("reply_parameters")
+    return int(reply["message_id"]) if reply else None
+
+
+def button_data(call: Call) -> list[str]:
+    """The callback data of the inline buttons under a sent message."""
+    markup = call.params.get("reply_markup") or {}
+    return [b["callback_data"] for row in markup.get("inline_keyboard", []) for b in row]
+
+
+async def portrait_result(
+    h: TelegramHarness, chat: dict[str, Any], who: dict[str, Any], caption: str = "/portrait ghibli", **kwargs: Any
+) -> tuple[dict[str, Any], Call]:
+    """Send a captioned photo and wait for its result photo; returns (request, sendPhoto call)."""
+    before = len(h.tg.calls_of("sendPhoto"))
+    request = await h.send(photo_message(h.tg, chat, who, caption=caption, **kwargs))
+    calls = await h.tg.wait_call("sendPhoto", count=before + 1, timeout=30)
+    return request, calls[-1]
+
+
+def result_message(tg: FakeTelegram, call: Call) -> dict[str, Any]:
+    """The result message (as the fake server stored it) that a sendPhoto call created."""
+    chat_id = int(call.params["chat_id"])
+    ours = [m for (c, _), m in tg.messages.items() if c == chat_id and m.get("photo") and m.get("reply_markup")]
+    return next(m for m in reversed(ours) if m.get("caption") == call.params.get("caption"))
 
 
 def assert_no_unexpected_errors(caplog: Any) -> None:
