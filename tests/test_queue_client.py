@@ -120,3 +120,26 @@ async def test_outage_raises_queue_unavailable_and_the_client_recovers(make_sett
             server.start()
             ticket = await queue.submit_portrait(origin(), selfie(), GHIBLI)
             assert ticket.position == 1
+
+
+async def test_ids_that_grant_access_are_random_and_keys_map_to_them(make_settings, redis_url):
+    """Job, result and blob ids are 128 random bits, unrelated to the chat, user or message they came from;
+    a repeated request key finds its first job through the mapping, not by recomputing an id."""
+    import hashlib
+    import re
+
+    from likeness.queue import keys
+
+    async with QueueClient(make_settings(redis_url=redis_url)) as queue:
+        first = await queue.submit_portrait(origin("u1"), selfie(), GHIBLI, idempotency_key="msg:c1:7")
+        same_key_other_user = await queue.submit_portrait(origin("u2"), selfie(), GHIBLI, idempotency_key="msg:c1:7")
+        again = await queue.submit_portrait(origin("u1"), selfie(), GHIBLI, idempotency_key="msg:c1:7")
+        assert again.duplicate and again.job_id == first.job_id and not same_key_other_user.duplicate
+        jobs = [await queue.get_job(t.job_id) for t in (first, same_key_other_user)]
+        ids = [t.job_id for t in (first, same_key_other_user)] + [j.result_id.removeprefix("r-") for j in jobs]
+        ids += [j.selfie_blob_id.removeprefix("s-") for j in jobs]
+        assert all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids) and len(set(ids)) == len(ids)
+        derived = hashlib.sha256(b"telegram\0u1\0msg:c1:7").hexdigest()
+        assert not any(i in derived or derived[:31] in i for i in ids), "nothing derives from public values"
+        assert await queue.redis.get(keys.idem("telegram", "u1", "msg:c1:7")) == first.job_id.encode()
+        assert await queue.redis.ttl(keys.idem("telegram", "u1", "msg:c1:7")) > 0

@@ -92,3 +92,28 @@ async def test_worker_and_client_ride_out_a_redis_restart(make_settings, tmp_pat
             ticket = await queue.submit_portrait(origin(), selfie(), PortraitParams(preset="ghibli", prompt="after"))
             (after,) = await next_deliveries(settings, 1, timeout=20)
     assert before.ok and after.ok and after.job_id == ticket.job_id
+
+
+async def test_forget_stops_a_running_remix_of_the_users_face(make_settings, redis_url):
+    """Bob rerolls Alice's result (collaboration); Alice's /forget while it runs: nothing of it is stored or sent."""
+    import asyncio
+
+    from likeness.queue import keys
+
+    settings = make_settings(redis_url=redis_url)
+    async with QueueClient(settings) as queue, running_worker(settings):
+        await queue.submit_portrait(origin("alice"), selfie(), PortraitParams(preset="ghibli", prompt="sleep=1.5"))
+        (done,) = await next_deliveries(settings, 1)
+        remix = await queue.submit_reroll(origin("bob"), done.result.result_id)
+        for _ in range(100):  # until the worker runs it
+            if await queue.position(remix.job_id) == 0:
+                break
+            await asyncio.sleep(0.05)
+        await queue.forget("alice")
+        await asyncio.sleep(2.5)  # longer than the remix would take
+        remix_payload_gone = await queue.get_job(remix.job_id) is None
+        results = [k async for k in queue.redis.scan_iter(match=keys.result("*"))]
+        bobs = await queue.cancel("bob")
+    assert remix_payload_gone and results == [] and bobs == []
+    with pytest.raises(TimeoutError):
+        await next_deliveries(settings, 1, timeout=1)  # no delivery for the remix
