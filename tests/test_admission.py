@@ -99,5 +99,7 @@ async def test_a_refusal_after_the_reservation_gives_the_slot_back(
         assert await queue.redis.zcard(keys.active("u1")) == 1
         assert await queue.redis.zcard(keys.RESERVED) == 1
         assert not await queue.redis.exists(keys.idem("telegram", "u1", "m2"))
-        again = await queue.submit_portrait(_origin("u1"), selfie, PortraitParams(preset="ghibli"), idempotency_key="m1")
+        again = await queue.submit_portrait(
+            _origin("u1"), selfie, PortraitParams(preset="ghibli"), idempotency_key="m1"
+        )
         assert again.duplicate

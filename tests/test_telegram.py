@@ -200,9 +200,7 @@ async def test_non_requester_gets_a_short_alert_unless_admins_let_the_chat_colla
     usage = await h.send(text_message(tg, chat, CAROL, "/settings collaborate maybe"))
     await tg.wait_for(
         lambda: [
-            c
-            for c in tg.calls_of("sendMessage")
-            if reply_id(c) == usage["message_id"] and "on|off" in c.params["text"]
+            c for c in tg.calls_of("sendMessage") if reply_id(c) == usage["message_id"] and "on|off" in c.params["text"]
         ]
     )
     await h.send(text_message(tg, chat, CAROL, "/settings collaborate on"))
