@@ -232,9 +232,9 @@ class BenchContext:
     def engine(self) -> Any:
         """The tiny engine, loaded once per run (the first load also builds the tiny weights: ~10–40 s)."""
         if self._engine is None:
-            from likeness.generation import Engine
+            from likeness.generation import load_engine
 
-            self._engine = Engine.load(tiny_settings(self.data_dir))
+            self._engine = load_engine(tiny_settings(self.data_dir))
         return self._engine
 
     def shared_engine(self) -> Any:

@@ -12,7 +12,7 @@ from PIL import Image
 
 from likeness.config import Settings
 from likeness.queue import Origin
-from likeness.queue._worker import LikenessWorker, worker_in_loop
+from likeness.worker import LikenessWorker, worker_in_loop
 
 __all__ = ["in_process_worker", "origin", "selfie_bytes", "selfie_image"]
 

@@ -44,10 +44,10 @@ def main(data_dir: Path) -> dict[str, Any]:
     quiet_libraries()
     from PIL import Image
 
-    from likeness.generation import Engine, PortraitRequest
+    from likeness.generation import PortraitRequest, StableDiffusionEngine
 
     stages: dict[str, float] = {"imports": _rss_mib()}
-    engine = Engine.load(tiny_settings(data_dir))
+    engine = StableDiffusionEngine.load(tiny_settings(data_dir))
     model = engine.model
     stages["engine loaded"] = _rss_mib()
     params_mib = sum(

@@ -89,7 +89,8 @@ def _engine_only(engine: Any, n: int, repeats: int) -> dict[str, Any]:
 async def _measure(
     ctx: BenchContext, engine: Any, n: int, max_batch: int, repeats: int
 ) -> tuple[list[float], list[int]]:
-    from likeness.queue import DeliveryConsumer, PortraitParams, QueueClient
+    from likeness.queue import DeliveryConsumer, QueueClient
+    from likeness.requests import PortraitSpec
 
     users = [f"user{i}" for i in range(n)]
     settings = tiny_settings(ctx.data_dir, redis_url=ctx.redis_url(), max_batch=max_batch, admins=users)
@@ -107,7 +108,7 @@ async def _measure(
             start = time.perf_counter()
             await asyncio.gather(
                 *(
-                    queue.submit_portrait(origin(user), upload, PortraitParams(preset=PRESET, seed=1000 + i))
+                    queue.submit_portrait(origin(user), upload, PortraitSpec(preset=PRESET, seed=1000 + i))
                     for i, user in enumerate(users)
                 )
             )

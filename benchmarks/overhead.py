@@ -34,7 +34,8 @@ async def _run(ctx: BenchContext) -> BenchResult:
     from likeness.generation._nsfw import load_nsfw_guard
     from likeness.generation._output import finish_images
     from likeness.images import load_image
-    from likeness.queue import DeliveryConsumer, PortraitParams, QueueClient
+    from likeness.queue import DeliveryConsumer, QueueClient
+    from likeness.requests import PortraitSpec
 
     engine = ctx.shared_engine()
     guard = load_nsfw_guard(tiny_settings(ctx.data_dir))
@@ -77,7 +78,7 @@ async def _run(ctx: BenchContext) -> BenchResult:
 
             async def queued(deliveries: Any = deliveries, queue: Any = queue, consumer: Any = consumer) -> float:
                 start = time.perf_counter()
-                ticket = await queue.submit_portrait(origin("bench"), upload, PortraitParams(preset=PRESET, seed=SEED))
+                ticket = await queue.submit_portrait(origin("bench"), upload, PortraitSpec(preset=PRESET, seed=SEED))
                 delivery = await asyncio.wait_for(deliveries.__anext__(), 120)
                 elapsed = time.perf_counter() - start
                 await consumer.ack(delivery)

@@ -137,10 +137,33 @@ def prepare_selfie(data: bytes, *, max_bytes: int, max_pixels: int, max_side: in
 
 
 def prepare_mask(data: bytes, *, max_bytes: int, max_pixels: int, max_side: int = 2048) -> bytes:
-    """A user-painted mask as stored for the worker: decoded with every guard, grey, long side ≤ `max_side`,
-    a fresh PNG without metadata (never the upload itself)."""
-    img = _fit(load_image(data, max_bytes=max_bytes, max_pixels=max_pixels), max_side)
-    return encode_image(img.convert("L"), "png")
+    """A user-painted mask as stored for the worker (never the upload itself): white = change, black = keep.
+
+    Decoded with the same guards as photos, upright; transparent pixels count as black ("keep", as painters
+    leave them), so unlike `load_image` alpha goes onto black, not white. A fresh grey PNG, long side
+    ≤ `max_side`, without metadata.
+    """
+    sniff_image(data, max_bytes=max_bytes, max_pixels=max_pixels)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", UserWarning)
+            with Image.open(io.BytesIO(data), formats=_input_formats()) as img:
+                img.seek(0)
+                orientation = _orientation(img)
+                if _has_alpha(img):
+                    rgba = img.convert("RGBA")
+                    grey = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba).convert("L")
+                else:
+                    grey = img.convert("L")
+                grey.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise _bomb(max_pixels) from exc
+    except _DECODE_ERRORS as exc:
+        raise InvalidImage(message="That mask image looks damaged or cut off. Please send it again.") from exc
+    if orientation in _UPRIGHT:
+        grey = grey.transpose(_UPRIGHT[orientation])
+    return encode_image(_fit(grey, max_side), "png")
 
 
 def format_size(n: int) -> str:

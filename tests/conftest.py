@@ -76,9 +76,9 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture(scope="session")
 def tiny_engine(shared_data_dir: Path) -> Iterator[Any]:
     """One real tiny engine for the frontends' end-to-end tests (built offline once per run)."""
-    from likeness.generation import Engine
+    from likeness.generation import load_engine
 
     settings = Settings(_env_file=None, model="tiny", device="cpu", dtype="float32", data_dir=shared_data_dir)  # type: ignore[call-arg]
-    engine = Engine.load(settings)
+    engine = load_engine(settings)
     yield engine
     engine.close()

@@ -14,7 +14,8 @@ import pytest
 
 from likeness.config import Settings
 from likeness.errors import QueueFull, RateLimited, TooManyActiveJobs
-from likeness.queue import Origin, PortraitParams, QueueClient, keys
+from likeness.queue import Origin, QueueClient, keys
+from likeness.requests import PortraitSpec
 from tests.fakes.telegram_api import FakeTelegram
 from tests.helpers.queue import selfie as png_selfie
 from tests.helpers.telegram import TelegramHarness, harness, photo_message, user
@@ -70,20 +71,20 @@ async def test_concurrent_submits_reserve_exactly_the_limits(make_settings: Call
     selfie = png_selfie()
     async with QueueClient(settings) as queue:
         one_user = await asyncio.gather(
-            *(queue.submit_portrait(_origin("u1"), selfie, PortraitParams(preset="ghibli")) for _ in range(8)),
+            *(queue.submit_portrait(_origin("u1"), selfie, PortraitSpec(preset="ghibli")) for _ in range(8)),
             return_exceptions=True,
         )
         assert sum(not isinstance(r, Exception) for r in one_user) == 3
         assert all(isinstance(r, TooManyActiveJobs) for r in one_user if isinstance(r, Exception))
         many = await asyncio.gather(
-            *(queue.submit_portrait(_origin(f"v{i}"), selfie, PortraitParams(preset="ghibli")) for i in range(6)),
+            *(queue.submit_portrait(_origin(f"v{i}"), selfie, PortraitSpec(preset="ghibli")) for i in range(6)),
             return_exceptions=True,
         )
         assert sum(not isinstance(r, Exception) for r in many) == 2  # 3 + 2 = the cap of 5
         assert all(isinstance(r, QueueFull) for r in many if isinstance(r, Exception))
         # a cancelled job gives its slot back at once
         await queue.cancel("u1")
-        assert (await queue.submit_portrait(_origin("w"), selfie, PortraitParams(preset="ghibli"))).position >= 1
+        assert (await queue.submit_portrait(_origin("w"), selfie, PortraitSpec(preset="ghibli"))).position >= 1
 
 
 async def test_a_refusal_after_the_reservation_gives_the_slot_back(
@@ -93,13 +94,11 @@ async def test_a_refusal_after_the_reservation_gives_the_slot_back(
     settings = make_settings(redis_url=redis_url, max_active_jobs_per_user=5, rate_limit="1/minute")
     selfie = png_selfie()
     async with QueueClient(settings) as queue:
-        await queue.submit_portrait(_origin("u1"), selfie, PortraitParams(preset="ghibli"), idempotency_key="m1")
+        await queue.submit_portrait(_origin("u1"), selfie, PortraitSpec(preset="ghibli"), idempotency_key="m1")
         with pytest.raises(RateLimited):
-            await queue.submit_portrait(_origin("u1"), selfie, PortraitParams(preset="ghibli"), idempotency_key="m2")
+            await queue.submit_portrait(_origin("u1"), selfie, PortraitSpec(preset="ghibli"), idempotency_key="m2")
         assert await queue.redis.zcard(keys.active("u1")) == 1
         assert await queue.redis.zcard(keys.RESERVED) == 1
         assert not await queue.redis.exists(keys.idem("telegram", "u1", "m2"))
-        again = await queue.submit_portrait(
-            _origin("u1"), selfie, PortraitParams(preset="ghibli"), idempotency_key="m1"
-        )
+        again = await queue.submit_portrait(_origin("u1"), selfie, PortraitSpec(preset="ghibli"), idempotency_key="m1")
         assert again.duplicate

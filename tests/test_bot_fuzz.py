@@ -11,9 +11,10 @@ import re
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from likeness.bot import MAX_COUNT, Action, Button, parse_button_id, parse_portrait_args, split_command
+from likeness.bot import Action, Button, parse_button_id
 from likeness.errors import UserError
-from likeness.presets import FORMATS, PresetCatalog, get_format
+from likeness.presets import PresetCatalog
+from likeness.requests import FORMATS, MAX_COUNT, get_format, parse_portrait_args, split_command
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 CATALOG = PresetCatalog.load(None)

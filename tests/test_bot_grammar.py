@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from likeness.bot import Action, parse_button_id, parse_portrait_args, result_buttons, split_command
+from likeness.bot import Action, parse_button_id, result_buttons
 from likeness.errors import InvalidPresetSpec, UserError
+from likeness.requests import parse_portrait_args, split_command
 
 
 @pytest.mark.parametrize(

@@ -7,10 +7,10 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
+from likeness.bot._community import ChatSettings, CommunitySettings
 from likeness.bot._policy import PromptPolicy
 from likeness.bot._safety import Decision, Place, decide
 from likeness.errors import PromptRefused, UserError
-from likeness.queue._community import ChatSettings, CommunitySettings
 
 
 @pytest.fixture

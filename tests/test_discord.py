@@ -15,7 +15,7 @@ from PIL import Image
 
 from likeness.bot.discord import LikenessClient
 from likeness.config import Settings
-from likeness.generation._provenance import read_provenance
+from likeness.provenance import read_provenance
 from likeness.queue import Delivery, append_delivery
 from tests.fakes.discord_api import APP_ID, GUILD_ID, NSFW_CHANNEL_ID, TEXT_CHANNEL_ID, FakeDiscord
 from tests.helpers.discord import (
@@ -114,7 +114,7 @@ async def test_portrait_happy_path_with_the_tiny_model(settings: Settings, fake:
         assert result_id is not None, "the result message is linked to its result"
         result = await client.core.queue.get_result(result_id)
         assert f"seed {result.seeds[0]}" in message["content"]
-        score = result.metadata["likeness_scores"][0]  # type: ignore[index]  # None: no face in the tiny output
+        score = result.metadata.likeness_scores[0]  # None: no face in the tiny output
         assert (f"Likeness {score:.0f} %" if score is not None else "Likeness n/a") in message["content"]
         buttons = [b for row in message["components"] for b in row["components"]]
         assert [b["custom_id"] for b in buttons] == [f"lk:{a}:{result_id}" for a in ("reroll", "edit", "vary", "full")]
@@ -409,7 +409,7 @@ async def test_flagged_images_are_spoilered_or_withheld(
         _, message = await request_portrait(fake, channel_id=channel_id)
         record = await client.core.queue.get_result(buttons(message)["reroll"].split(":")[2])
         # The same result as if the NSFW guard had flagged it, delivered late (a channel message).
-        flagged = record.model_copy(update={"metadata": {**record.metadata, "nsfw_scores": [0.99]}})
+        flagged = record.model_copy(update={"metadata": record.metadata.model_copy(update={"nsfw_scores": (0.99,)})})
         origin = record.origin.model_copy(update={"extra": {**record.origin.extra, "token_at": "0"}})
         delivery = Delivery(job_id="flagged-job", kind="portrait", origin=origin, result=flagged)
         await append_delivery(client.core.queue.redis, delivery, marker_ttl_s=60)

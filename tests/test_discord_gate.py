@@ -62,7 +62,9 @@ async def test_a_withheld_result_is_not_sent_as_a_file(make: Callable[..., Setti
         result_id = buttons(result)["full"].split(":")[2]
         async with QueueClient(settings) as queue:  # the NSFW guard flagged it after all
             record = await queue.get_result(result_id)
-            flagged = record.model_copy(update={"metadata": {**record.metadata, "nsfw_scores": [0.99]}})
+            flagged = record.model_copy(
+                update={"metadata": record.metadata.model_copy(update={"nsfw_scores": (0.99,)})}
+            )
             await queue.redis.set(keys.result(result_id), flagged.model_dump_json(), keepttl=True)
         press = button(fake, int(result["id"]), buttons(result)["full"], user_id=USER)
         assert "safety check" in await _private_answer(fake, press, "safety check")

@@ -12,7 +12,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import WatchError
 
 from likeness.errors import QueueUnavailable
-from likeness.queue import PortraitParams, QueueClient, _keys
+from likeness.queue import QueueClient
+from likeness.queue import keys as _keys
+from likeness.requests import PortraitSpec
 from tests.helpers.drills import ChaosConfig, run_chaos
 from tests.helpers.queue import origin, selfie
 
@@ -46,7 +48,7 @@ async def test_enqueue_failing_on_a_dropped_connection_is_a_clear_queue_error(ma
 
         monkeypatch.setattr(queue.redis, "enqueue_job", dropped)
         with pytest.raises(QueueUnavailable):
-            await queue.submit_portrait(origin("u9"), selfie(), PortraitParams(preset="ghibli"))
+            await queue.submit_portrait(origin("u9"), selfie(), PortraitSpec(preset="ghibli"))
 
 
 async def test_a_failed_enqueue_leaves_nothing_behind(make_settings, redis_url, monkeypatch):
@@ -59,11 +61,11 @@ async def test_a_failed_enqueue_leaves_nothing_behind(make_settings, redis_url, 
 
         monkeypatch.setattr(queue.redis, "enqueue_job", dropped)
         with pytest.raises(QueueUnavailable):
-            await queue.submit_portrait(origin("u9"), selfie(), PortraitParams(preset="ghibli"), idempotency_key="m1")
+            await queue.submit_portrait(origin("u9"), selfie(), PortraitSpec(preset="ghibli"), idempotency_key="m1")
         monkeypatch.undo()
         assert await queue.redis.zcard(_keys.active("u9")) == 0
         ticket = await queue.submit_portrait(
-            origin("u9"), selfie(), PortraitParams(preset="ghibli"), idempotency_key="m1"
+            origin("u9"), selfie(), PortraitSpec(preset="ghibli"), idempotency_key="m1"
         )
         assert not ticket.duplicate
 
@@ -78,7 +80,7 @@ async def test_a_job_is_either_accepted_or_not_queued(make_settings, redis_url, 
 
         monkeypatch.setattr(queue, "position", dropped)
         try:
-            ticket = await queue.submit_portrait(origin("u9"), selfie(), PortraitParams(preset="ghibli"))
+            ticket = await queue.submit_portrait(origin("u9"), selfie(), PortraitSpec(preset="ghibli"))
         except QueueUnavailable:
             queued = await queue.redis.zrange(_keys.ARQ_QUEUE, 0, -1)
             assert not queued, "told the user it failed, but the job is queued and will be delivered"
@@ -92,10 +94,11 @@ async def test_a_queued_portrait_is_not_reported_failed_when_its_audit_entry_fai
 ):
     """Found by the reduced drill: Redis restarted right after the job was queued, the bot's audit entry
     failed, and the user got "⚠️ temporarily unavailable" — and then the portrait."""
-    from likeness.bot import BotCore, PortraitArgs
-    from likeness.queue import _errors
+    from likeness.bot import BotCore
+    from likeness.queue import _redis
+    from likeness.requests import PortraitArgs
 
-    monkeypatch.setattr(_errors, "OUTAGE_RETRIES_S", (0.01, 0.02, 0.05))
+    monkeypatch.setattr(_redis, "OUTAGE_RETRIES_S", (0.01, 0.02, 0.05))
     settings = make_settings(redis_url=redis_url)
     async with QueueClient(settings) as queue:
         core = BotCore(settings, queue)
@@ -110,7 +113,8 @@ async def test_a_queued_portrait_is_not_reported_failed_when_its_audit_entry_fai
             return await record(*args, **kwargs)  # type: ignore[arg-type]
 
         monkeypatch.setattr(core.abuse, "record", flaky)
-        ticket = await core.portrait(origin("u9"), PortraitArgs(preset="ghibli"), selfie())
+        spec = await core.check_portrait(origin("u9"), PortraitArgs(preset="ghibli"))
+        ticket = await core.portrait(origin("u9"), spec, selfie())
         assert await queue.redis.zscore(_keys.ARQ_QUEUE, ticket.job_id) is not None
         audited = [event.job_id for event in await core.abuse.recent("request")]
     assert audited == ([ticket.job_id] if failures < 4 else [])

@@ -11,16 +11,16 @@ from PIL import Image
 
 from likeness.config import Settings
 from likeness.errors import EmptyMask, GenerationFailed, OutOfMemory
-from likeness.generation import EditRequest, Engine, PortraitRequest
+from likeness.generation import EditRequest, PortraitRequest, StableDiffusionEngine
 from likeness.generation._edits import edit
-from likeness.instructions import parse_instruction
+from likeness.requests import parse_instruction
 from tests.helpers.faces import astronaut, grace_hopper
 
 
 @pytest.fixture(scope="module")
-def engine(shared_data_dir: Path) -> Iterator[Engine]:
+def engine(shared_data_dir: Path) -> Iterator[StableDiffusionEngine]:
     settings = Settings(_env_file=None, model="tiny", device="cpu", dtype="float32", data_dir=shared_data_dir)  # type: ignore[call-arg]
-    engine = Engine.load(settings)
+    engine = StableDiffusionEngine.load(settings)
     yield engine
     engine.close()
 
@@ -36,7 +36,7 @@ def selfie() -> Image.Image:
 
 
 @pytest.fixture(scope="module")
-def source(engine: Engine, selfie: Image.Image) -> Image.Image:
+def source(engine: StableDiffusionEngine, selfie: Image.Image) -> Image.Image:
     """A portrait made by the engine: what users reply to."""
     return engine.portrait(PortraitRequest(selfie=selfie, preset=engine.presets.resolve("ghibli"), seeds=(1,))).images[
         0
@@ -61,7 +61,9 @@ HAIR = box_masker(0.1, 0.2, 0.45, 0.8)
 PERSON = box_masker(0.25, 0.25, 1.0, 0.75)
 
 
-def request(engine: Engine, source: Image.Image, selfie: Image.Image, text: str, **kw: object) -> EditRequest:
+def request(
+    engine: StableDiffusionEngine, source: Image.Image, selfie: Image.Image, text: str, **kw: object
+) -> EditRequest:
     has_mask = kw.get("mask") is not None
     return EditRequest(
         source=source,
@@ -80,7 +82,9 @@ def region(masker: object, image: Image.Image) -> np.ndarray:
     return masker(image, ["x"]) > 0.5  # type: ignore[operator]
 
 
-def test_inpaint_changes_only_inside_the_mask(engine: Engine, source: Image.Image, selfie: Image.Image) -> None:
+def test_inpaint_changes_only_inside_the_mask(
+    engine: StableDiffusionEngine, source: Image.Image, selfie: Image.Image
+) -> None:
     steps: list[tuple[int, int]] = []
     result = edit(
         engine,
@@ -102,11 +106,13 @@ def test_inpaint_changes_only_inside_the_mask(engine: Engine, source: Image.Imag
         "edit", "hair", "make the hair blue", "text"
     )  # fmt: skip
     assert meta["mask_coverage"] == pytest.approx(inside.mean(), abs=0.01)
-    assert "blue hair" in meta["prompt"] and meta["seeds"] == [3]
+    assert "blue hair" in meta["prompt"] and result.seeds == [3]
     assert steps and steps[-1][0] == steps[-1][1]
 
 
-def test_small_region_is_inpainted_on_a_crop(engine: Engine, source: Image.Image, selfie: Image.Image) -> None:
+def test_small_region_is_inpainted_on_a_crop(
+    engine: StableDiffusionEngine, source: Image.Image, selfie: Image.Image
+) -> None:
     eyes = box_masker(0.35, 0.3, 0.45, 0.7)
     result = edit(engine, request(engine, source, selfie, "make the eyes green"), masker=eyes)
     assert result.metadata["padding_mask_crop"] is not None
@@ -116,7 +122,9 @@ def test_small_region_is_inpainted_on_a_crop(engine: Engine, source: Image.Image
     assert np.abs(pixels(result.images[0])[inside] - pixels(source)[inside]).mean() > 5
 
 
-def test_background_edit_keeps_the_subject(engine: Engine, source: Image.Image, selfie: Image.Image) -> None:
+def test_background_edit_keeps_the_subject(
+    engine: StableDiffusionEngine, source: Image.Image, selfie: Image.Image
+) -> None:
     result = edit(engine, request(engine, source, selfie, "background: Paris at night"), masker=PERSON)
     out, src = pixels(result.images[0]), pixels(source)
     person = region(PERSON, source)
@@ -130,7 +138,9 @@ def test_background_edit_keeps_the_subject(engine: Engine, source: Image.Image, 
     assert result.metadata["region"] == "background"
 
 
-def test_user_mask_edits_exactly_the_white_area(engine: Engine, source: Image.Image, selfie: Image.Image) -> None:
+def test_user_mask_edits_exactly_the_white_area(
+    engine: StableDiffusionEngine, source: Image.Image, selfie: Image.Image
+) -> None:
     drawn = Image.new("L", (source.width * 4, source.height * 4), 0)
     drawn.paste(255, (40, 120, 200, 220))
     result = engine.edit(request(engine, source, selfie, "a small red heart tattoo", mask=drawn))
@@ -141,7 +151,7 @@ def test_user_mask_edits_exactly_the_white_area(engine: Engine, source: Image.Im
     assert (result.metadata["region"], result.metadata["mask_source"]) == ("mask", "user")
 
 
-def test_empty_mask_is_a_clear_error(engine: Engine, source: Image.Image, selfie: Image.Image) -> None:
+def test_empty_mask_is_a_clear_error(engine: StableDiffusionEngine, source: Image.Image, selfie: Image.Image) -> None:
     with pytest.raises(EmptyMask, match="couldn't find the hair"):
         edit(engine, request(engine, source, selfie, "make the hair blue"), masker=box_masker(0, 0, 0, 0))
     with pytest.raises(EmptyMask, match="person fills the whole picture"):
@@ -150,7 +160,7 @@ def test_empty_mask_is_a_clear_error(engine: Engine, source: Image.Image, selfie
         engine.edit(request(engine, source, selfie, "a hat", mask=Image.new("L", source.size, 0)))
 
 
-def test_lighting_edit_keeps_size_and_changes_pixels(engine: Engine, selfie: Image.Image) -> None:
+def test_lighting_edit_keeps_size_and_changes_pixels(engine: StableDiffusionEngine, selfie: Image.Image) -> None:
     odd = _noise(5, (70, 50))  # not a multiple of the model's size step
     result = engine.edit(request(engine, odd, selfie, "lighting: golden hour", seeds=(2,)))
     assert result.images[0].size == odd.size
@@ -159,7 +169,9 @@ def test_lighting_edit_keeps_size_and_changes_pixels(engine: Engine, selfie: Ima
     assert result.metadata["strength"] <= 0.5
 
 
-def test_edit_of_an_edit_builds_on_the_edited_image(engine: Engine, source: Image.Image, selfie: Image.Image) -> None:
+def test_edit_of_an_edit_builds_on_the_edited_image(
+    engine: StableDiffusionEngine, source: Image.Image, selfie: Image.Image
+) -> None:
     first = edit(engine, request(engine, source, selfie, "make the hair blue", seeds=(3,)), masker=HAIR).images[0]
     shirt = box_masker(0.7, 0.1, 1.0, 0.9)
     second = edit(engine, request(engine, first, selfie, "change the shirt to a tuxedo", seeds=(4,)), masker=shirt)
@@ -170,7 +182,9 @@ def test_edit_of_an_edit_builds_on_the_edited_image(engine: Engine, source: Imag
     assert second.metadata["instruction"] == "change the shirt to a tuxedo"
 
 
-def test_reroll_of_an_edit_differs_and_a_seed_repeats(engine: Engine, source: Image.Image, selfie: Image.Image) -> None:
+def test_reroll_of_an_edit_differs_and_a_seed_repeats(
+    engine: StableDiffusionEngine, source: Image.Image, selfie: Image.Image
+) -> None:
     def run(seed: int) -> np.ndarray:
         return pixels(
             edit(engine, request(engine, source, selfie, "make the hair blue", seeds=(seed,)), masker=HAIR).images[0]
@@ -187,14 +201,18 @@ def test_reroll_of_an_edit_differs_and_a_seed_repeats(engine: Engine, source: Im
     assert np.abs(pixels(both.images[1]) - other).max() <= 1
 
 
-def test_identity_comes_from_the_selfie(engine: Engine, source: Image.Image, selfie: Image.Image) -> None:
+def test_identity_comes_from_the_selfie(
+    engine: StableDiffusionEngine, source: Image.Image, selfie: Image.Image
+) -> None:
     mine = edit(engine, request(engine, source, selfie, "make the hair blue"), masker=HAIR).images[0]
     theirs = edit(engine, request(engine, source, grace_hopper(), "make the hair blue"), masker=HAIR).images[0]
     inside = region(HAIR, source)
     assert np.abs(pixels(mine)[inside] - pixels(theirs)[inside]).mean() > 0.5
 
 
-def test_variations_differ_from_parent_and_each_other(engine: Engine, source: Image.Image, selfie: Image.Image) -> None:
+def test_variations_differ_from_parent_and_each_other(
+    engine: StableDiffusionEngine, source: Image.Image, selfie: Image.Image
+) -> None:
     result = engine.variation(source, selfie, engine.presets.resolve("ghibli"), seeds=(21, 22))
     a, b = (pixels(img) for img in result.images)
     assert result.seeds == [21, 22] and all(img.size == source.size for img in result.images)
@@ -206,7 +224,9 @@ def test_variations_differ_from_parent_and_each_other(engine: Engine, source: Im
     assert np.abs(pixels(again.images[0]) - a).max() <= 1
 
 
-def test_text_masks_come_from_the_tiny_clipseg(engine: Engine, source: Image.Image, selfie: Image.Image) -> None:
+def test_text_masks_come_from_the_tiny_clipseg(
+    engine: StableDiffusionEngine, source: Image.Image, selfie: Image.Image
+) -> None:
     """The default path segments with CLIPSeg (random tiny weights: the region is noise, the plumbing is real)."""
     try:
         result = engine.edit(request(engine, source, selfie, "make the hair blue"))
@@ -217,12 +237,14 @@ def test_text_masks_come_from_the_tiny_clipseg(engine: Engine, source: Image.Ima
     assert probs.shape == (source.height, source.width)
 
 
-def test_bad_strength_is_rejected(engine: Engine, source: Image.Image, selfie: Image.Image) -> None:
+def test_bad_strength_is_rejected(engine: StableDiffusionEngine, source: Image.Image, selfie: Image.Image) -> None:
     with pytest.raises(ValueError, match="strength"):
         engine.variation(source, selfie, engine.presets.resolve("ghibli"), strength=0.0)
 
 
-def test_failures_become_service_errors(engine: Engine, source: Image.Image, selfie: Image.Image) -> None:
+def test_failures_become_service_errors(
+    engine: StableDiffusionEngine, source: Image.Image, selfie: Image.Image
+) -> None:
     def broken(message: str) -> object:
         def provide(image: Image.Image, queries: Sequence[str]) -> np.ndarray:
             raise RuntimeError(message)

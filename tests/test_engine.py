@@ -15,9 +15,10 @@ from PIL import Image
 
 from likeness.config import Settings
 from likeness.errors import GenerationFailed, ModelUnavailable, OutOfMemory
-from likeness.generation import Engine, PortraitRequest, _tiny
+from likeness.generation import PortraitRequest, StableDiffusionEngine, _tiny
 from likeness.generation._prompts import encode_parts, render_parts
-from likeness.presets import FORMATS, PresetCatalog, size_for
+from likeness.presets import PresetCatalog
+from likeness.requests import FORMATS, size_for
 from tests.helpers.faces import astronaut, grace_hopper
 
 PRESET_BODY = """
@@ -63,8 +64,8 @@ def _settings(data_dir: Path, presets_dir: Path, model: str = "tiny") -> Setting
 
 
 @pytest.fixture(scope="module")
-def engine(shared_data_dir: Path, presets_dir: Path) -> Iterator[Engine]:
-    built = Engine.load(_settings(shared_data_dir, presets_dir))
+def engine(shared_data_dir: Path, presets_dir: Path) -> Iterator[StableDiffusionEngine]:
+    built = StableDiffusionEngine.load(_settings(shared_data_dir, presets_dir))
     yield built
     built.close()
 
@@ -83,11 +84,13 @@ def _px(image: Image.Image) -> np.ndarray:
     return np.asarray(image, dtype=np.int16)
 
 
-def _request(engine: Engine, selfie: Image.Image, spec: str = "plain", **kwargs: object) -> PortraitRequest:
+def _request(
+    engine: StableDiffusionEngine, selfie: Image.Image, spec: str = "plain", **kwargs: object
+) -> PortraitRequest:
     return PortraitRequest(selfie=selfie, preset=engine.presets.resolve(spec), **kwargs)  # type: ignore[arg-type]
 
 
-def test_output_size_follows_format(engine: Engine, selfie: Image.Image) -> None:
+def test_output_size_follows_format(engine: StableDiffusionEngine, selfie: Image.Image) -> None:
     for name in FORMATS:
         result = engine.portrait(_request(engine, selfie, format=name))
         expected = size_for(name, engine.spec.base, engine.spec.multiple)
@@ -98,7 +101,7 @@ def test_output_size_follows_format(engine: Engine, selfie: Image.Image) -> None
 
 
 def test_sd15_family_sizes(shared_data_dir: Path, presets_dir: Path, selfie: Image.Image) -> None:
-    sd15 = Engine.load(_settings(shared_data_dir, presets_dir, model="tiny-sd15"))
+    sd15 = StableDiffusionEngine.load(_settings(shared_data_dir, presets_dir, model="tiny-sd15"))
     try:
         assert sd15.spec.family == "sd15"
         story = sd15.portrait(_request(sd15, selfie, format="story"), None)
@@ -109,7 +112,7 @@ def test_sd15_family_sizes(shared_data_dir: Path, presets_dir: Path, selfie: Ima
         sd15.close()
 
 
-def test_same_seed_same_bytes_other_seed_other_image(engine: Engine, selfie: Image.Image) -> None:
+def test_same_seed_same_bytes_other_seed_other_image(engine: StableDiffusionEngine, selfie: Image.Image) -> None:
     first = engine.portrait(_request(engine, selfie, seeds=(7,))).images[0]
     again = engine.portrait(_request(engine, selfie, seeds=(7,))).images[0]
     other = engine.portrait(_request(engine, selfie, seeds=(8,))).images[0]
@@ -117,7 +120,7 @@ def test_same_seed_same_bytes_other_seed_other_image(engine: Engine, selfie: Ima
     assert np.abs(_px(first) - _px(other)).max() > 10
 
 
-def test_several_seeds_give_one_image_each(engine: Engine, selfie: Image.Image) -> None:
+def test_several_seeds_give_one_image_each(engine: StableDiffusionEngine, selfie: Image.Image) -> None:
     result = engine.portrait(_request(engine, selfie, seeds=(3, 4, 5)))
     assert result.seeds == [3, 4, 5]
     assert len(result.images) == 3
@@ -126,7 +129,7 @@ def test_several_seeds_give_one_image_each(engine: Engine, selfie: Image.Image) 
 
 
 def test_identity_scale_controls_the_selfie_influence(
-    engine: Engine, selfie: Image.Image, other_selfie: Image.Image
+    engine: StableDiffusionEngine, selfie: Image.Image, other_selfie: Image.Image
 ) -> None:
     def image(face: Image.Image, scale: float) -> np.ndarray:
         return _px(engine.portrait(_request(engine, face, seeds=(1,), identity_scale=scale)).images[0])
@@ -137,7 +140,7 @@ def test_identity_scale_controls_the_selfie_influence(
     assert np.abs(image(selfie, 1.0) - image(other_selfie, 1.0)).max() > 10
 
 
-def test_preset_identity_layers_are_used_and_scaled(engine: Engine, selfie: Image.Image) -> None:
+def test_preset_identity_layers_are_used_and_scaled(engine: StableDiffusionEngine, selfie: Image.Image) -> None:
     ghibli = _request(engine, selfie, spec="ghibli")
     layers = ghibli.preset.defaults.identity_layers
     assert layers
@@ -147,7 +150,9 @@ def test_preset_identity_layers_are_used_and_scaled(engine: Engine, selfie: Imag
     assert doubled.metadata["identity_layers"]["up"] == pytest.approx(2 * layers["up"])
 
 
-def test_lora_changes_the_output_and_switching_back_restores_it(engine: Engine, selfie: Image.Image) -> None:
+def test_lora_changes_the_output_and_switching_back_restores_it(
+    engine: StableDiffusionEngine, selfie: Image.Image
+) -> None:
     plain = engine.portrait(_request(engine, selfie, seeds=(2,))).images[0]
     styled = engine.portrait(_request(engine, selfie, spec="plain-lora", seeds=(2,)))
     assert styled.metadata["loras"] == [{"source": "someone/oil-style-lora", "weight_name": None, "weight": 1.0}]
@@ -160,7 +165,7 @@ def test_lora_changes_the_output_and_switching_back_restores_it(engine: Engine, 
 
 
 def test_lora_slots_are_reused_without_reloading_the_base_model(
-    engine: Engine, selfie: Image.Image, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    engine: StableDiffusionEngine, selfie: Image.Image, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="likeness.generation")
     unet = engine.model.pipe.unet
@@ -178,7 +183,7 @@ def test_lora_slots_are_reused_without_reloading_the_base_model(
 
 
 def test_missing_lora_weights_raise_model_unavailable(
-    engine: Engine, selfie: Image.Image, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    engine: StableDiffusionEngine, selfie: Image.Image, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     bank = engine.model.loras
     monkeypatch.setattr(bank, "locate", lambda lora: (str(tmp_path / "absent"), "style.safetensors"))
@@ -191,7 +196,7 @@ def test_missing_lora_weights_raise_model_unavailable(
     assert engine.portrait(_request(engine, selfie, spec="plain-lora")).images[0].size == (64, 64)
 
 
-def test_every_preset_scheduler_runs(engine: Engine, selfie: Image.Image, tmp_path: Path) -> None:
+def test_every_preset_scheduler_runs(engine: StableDiffusionEngine, selfie: Image.Image, tmp_path: Path) -> None:
     from likeness.presets._schema import SCHEDULERS
 
     pictures = {}
@@ -207,7 +212,7 @@ def test_every_preset_scheduler_runs(engine: Engine, selfie: Image.Image, tmp_pa
     assert np.abs(pictures["euler"] - pictures["dpmpp_2m_karras"]).max() > 5
 
 
-def test_img2img_and_inpaint_share_the_loaded_model(engine: Engine) -> None:
+def test_img2img_and_inpaint_share_the_loaded_model(engine: StableDiffusionEngine) -> None:
     base = engine.model.pipe
     for derived in (engine.img2img, engine.inpaint):
         assert derived.unet is base.unet and derived.vae is base.vae
@@ -215,7 +220,7 @@ def test_img2img_and_inpaint_share_the_loaded_model(engine: Engine) -> None:
     assert "Img2Img" in type(engine.img2img).__name__ and "Inpaint" in type(engine.inpaint).__name__
 
 
-def test_fusion_blends_prompt_embeddings(engine: Engine, selfie: Image.Image) -> None:
+def test_fusion_blends_prompt_embeddings(engine: StableDiffusionEngine, selfie: Image.Image) -> None:
     def image(spec: str) -> np.ndarray:
         return _px(engine.portrait(_request(engine, selfie, spec=spec, seeds=(4,))).images[0])
 
@@ -235,7 +240,7 @@ def test_fusion_blends_prompt_embeddings(engine: Engine, selfie: Image.Image) ->
 
 
 def test_batch_equals_separate_calls_with_different_selfies(
-    engine: Engine, selfie: Image.Image, other_selfie: Image.Image
+    engine: StableDiffusionEngine, selfie: Image.Image, other_selfie: Image.Image
 ) -> None:
     requests = [
         _request(engine, selfie, spec="ghibli", seeds=(11, 12), prompt="on a hill"),
@@ -254,7 +259,7 @@ def test_batch_equals_separate_calls_with_different_selfies(
     assert np.abs(_px(swapped.images[0]) - _px(batched[0].images[0])).max() > 10
 
 
-def test_batch_rejects_different_keys(engine: Engine, selfie: Image.Image) -> None:
+def test_batch_rejects_different_keys(engine: StableDiffusionEngine, selfie: Image.Image) -> None:
     square, story = _request(engine, selfie), _request(engine, selfie, format="story")
     assert engine.batch_key(square) != engine.batch_key(story)
     assert engine.batch_key(square) != engine.batch_key(_request(engine, selfie, spec="plain-lora"))
@@ -262,7 +267,9 @@ def test_batch_rejects_different_keys(engine: Engine, selfie: Image.Image) -> No
         engine.portrait_batch([square, story])
 
 
-def test_progress_reports_increasing_steps(engine: Engine, selfie: Image.Image, other_selfie: Image.Image) -> None:
+def test_progress_reports_increasing_steps(
+    engine: StableDiffusionEngine, selfie: Image.Image, other_selfie: Image.Image
+) -> None:
     calls: list[list[tuple[int, int]]] = [[], []]
     requests = [_request(engine, selfie), _request(engine, other_selfie)]
     engine.portrait_batch(requests, [lambda s, n: calls[0].append((s, n)), lambda s, n: calls[1].append((s, n))])
@@ -270,7 +277,7 @@ def test_progress_reports_increasing_steps(engine: Engine, selfie: Image.Image, 
     assert calls[0] == calls[1] == [(i, steps) for i in range(1, steps + 1)]
 
 
-def test_out_of_memory_and_failures_are_translated(engine: Engine, selfie: Image.Image) -> None:
+def test_out_of_memory_and_failures_are_translated(engine: StableDiffusionEngine, selfie: Image.Image) -> None:
     def oom(step: int, total: int) -> None:
         raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
@@ -287,7 +294,7 @@ def test_out_of_memory_and_failures_are_translated(engine: Engine, selfie: Image
     assert engine.portrait(_request(engine, selfie)).images[0].size == (64, 64)
 
 
-def test_metadata_is_json_and_describes_the_image(engine: Engine, selfie: Image.Image) -> None:
+def test_metadata_is_json_and_describes_the_image(engine: StableDiffusionEngine, selfie: Image.Image) -> None:
     result = engine.portrait(_request(engine, selfie, spec="ghibli", prompt="wearing a red scarf", seeds=(5,)))
     meta = json.loads(json.dumps(result.metadata))
     assert meta["model"] == "tiny"
@@ -298,10 +305,10 @@ def test_metadata_is_json_and_describes_the_image(engine: Engine, selfie: Image.
     assert (meta["width"], meta["height"], meta["steps"]) == (64, 64, 4)
     assert meta["scheduler"] == "dpmpp_2m_karras"
     assert meta["loras"][0]["source"] == engine.presets.resolve("ghibli").loras[0].source
-    assert meta["seeds"] == [5]
+    assert result.seeds == [5] and "seeds" not in meta  # once, on the result
 
 
-def test_bad_requests_are_rejected_before_generation(engine: Engine, selfie: Image.Image) -> None:
+def test_bad_requests_are_rejected_before_generation(engine: StableDiffusionEngine, selfie: Image.Image) -> None:
     from likeness.errors import UnknownFormat
 
     with pytest.raises(UnknownFormat):
@@ -313,7 +320,11 @@ def test_bad_requests_are_rejected_before_generation(engine: Engine, selfie: Ima
 
 
 def test_tiny_weights_are_cached_on_disk_and_reloaded(
-    engine: Engine, shared_data_dir: Path, presets_dir: Path, selfie: Image.Image, monkeypatch: pytest.MonkeyPatch
+    engine: StableDiffusionEngine,
+    shared_data_dir: Path,
+    presets_dir: Path,
+    selfie: Image.Image,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     root = _tiny.tiny_root(shared_data_dir, "sdxl")
     assert (root / "checkpoint" / "model_index.json").is_file()
@@ -326,7 +337,7 @@ def test_tiny_weights_are_cached_on_disk_and_reloaded(
         raise AssertionError("the tiny model was rebuilt instead of loaded from disk")
 
     monkeypatch.setattr(_tiny, "_build", no_rebuild)
-    second = Engine.load(_settings(shared_data_dir, presets_dir))
+    second = StableDiffusionEngine.load(_settings(shared_data_dir, presets_dir))
     try:
         request = _request(engine, selfie, spec="ghibli", seeds=(9,))
         assert second.portrait(request).images[0].tobytes() == engine.portrait(request).images[0].tobytes()
@@ -337,7 +348,7 @@ def test_tiny_weights_are_cached_on_disk_and_reloaded(
 def test_real_model_offline_raises_model_unavailable_quickly(shared_data_dir: Path, presets_dir: Path) -> None:
     started = time.monotonic()
     with pytest.raises(ModelUnavailable) as exc_info:
-        Engine.load(_settings(shared_data_dir, presets_dir, model="sdxl-base"))
+        StableDiffusionEngine.load(_settings(shared_data_dir, presets_dir, model="sdxl-base"))
     assert time.monotonic() - started < 30
     assert exc_info.value.model == "sdxl-base"
     assert "likeness models pull" in str(exc_info.value) and "LIKENESS_MODEL=tiny" in str(exc_info.value)

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
+from likeness.bot._community import CommunitySettings
 from likeness.queue import QueueClient, keys
 from likeness.queue._abuse import AbuseLog
-from likeness.queue._community import CommunitySettings
 from tests.fakes.telegram_api import FakeTelegram
 from tests.helpers.faces import grace_hopper
 from tests.helpers.telegram import (

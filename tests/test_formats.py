@@ -7,7 +7,7 @@ import math
 import pytest
 
 from likeness.errors import UnknownFormat
-from likeness.presets import FORMATS, Format, get_format, size_for
+from likeness.requests import FORMATS, Format, get_format, size_for
 
 # (base, multiple, aspect tolerance as |log ratio|, pixel-count tolerance as a fraction of base²)
 FAMILIES = {

@@ -11,10 +11,10 @@ from pathlib import Path
 from PIL import Image
 
 from likeness.config import Settings
-from likeness.generation import Engine, PortraitRequest
-from likeness.generation._provenance import mark, read_provenance
+from likeness.generation import PortraitRequest, StableDiffusionEngine
 from likeness.images import load_image
-from likeness.presets import size_for
+from likeness.provenance import mark, read_provenance
+from likeness.requests import size_for
 from tests.helpers.faces import astronaut, jpeg_with_exif
 
 ROOT = Path(__file__).parents[1]
@@ -62,7 +62,7 @@ def test_generate_writes_clean_pngs_of_the_format_size(
     with Image.open(paths[0]) as a, Image.open(paths[1]) as b:
         assert a.tobytes() != b.tobytes()  # two seeds, two pictures
         # The same request in this process gives the same pixels: same weights on disk, same code path.
-        engine = Engine.load(make_settings())
+        engine = StableDiffusionEngine.load(make_settings())
         try:
             request = PortraitRequest(
                 selfie=load_image(selfie.read_bytes(), max_bytes=10**8, max_pixels=10**8),

@@ -14,10 +14,17 @@ from PIL import Image
 
 from likeness.config import Settings
 from likeness.errors import ConfigError, NoFace
-from likeness.generation import BUILTIN_MODELS, EditRequest, Engine, PortraitRequest, identity_image, required_weights
+from likeness.generation import (
+    BUILTIN_MODELS,
+    EditRequest,
+    PortraitRequest,
+    StableDiffusionEngine,
+    identity_image,
+    required_weights,
+)
 from likeness.generation._identity import SelfieFaces
-from likeness.instructions import parse_instruction
 from likeness.presets import PresetCatalog
+from likeness.requests import parse_instruction
 from tests.helpers.faces import astronaut, coffee, grace_hopper, shared_analyzer, two_faces
 from tests.helpers.identity import ArcFaceStandIn, brightness_scorer
 
@@ -28,15 +35,15 @@ def _settings(data_dir: Path, **overrides: Any) -> Settings:
 
 
 @pytest.fixture(scope="module")
-def engine(shared_data_dir: Path) -> Iterator[Engine]:
-    built = Engine.load(_settings(shared_data_dir), face_analyzer=shared_analyzer())
+def engine(shared_data_dir: Path) -> Iterator[StableDiffusionEngine]:
+    built = StableDiffusionEngine.load(_settings(shared_data_dir), face_analyzer=shared_analyzer())
     yield built
     built.close()
 
 
-def _with(engine: Engine, scorer: Any = brightness_scorer, **settings: Any) -> Engine:
+def _with(engine: StableDiffusionEngine, scorer: Any = brightness_scorer, **settings: Any) -> StableDiffusionEngine:
     """Another engine on the same loaded weights, with a scorer and settings of the test's choosing."""
-    return Engine(
+    return StableDiffusionEngine(
         engine.settings.model_copy(update=settings),
         engine.spec,
         engine.model,
@@ -46,7 +53,9 @@ def _with(engine: Engine, scorer: Any = brightness_scorer, **settings: Any) -> E
     )
 
 
-def _request(engine: Engine, selfie: Image.Image, spec: str = "headshot", **kwargs: Any) -> PortraitRequest:
+def _request(
+    engine: StableDiffusionEngine, selfie: Image.Image, spec: str = "headshot", **kwargs: Any
+) -> PortraitRequest:
     return PortraitRequest(selfie=selfie, preset=engine.presets.resolve(spec), **kwargs)
 
 
@@ -61,7 +70,9 @@ def _is_score(value: object) -> bool:
 # --- the face crop ---------------------------------------------------------------------------------------
 
 
-def test_adapter_sees_the_aligned_face_crop_not_the_photo(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_adapter_sees_the_aligned_face_crop_not_the_photo(
+    engine: StableDiffusionEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
     seen: list[Image.Image] = []
     encode = engine.model.pipe.encode_image
 
@@ -84,7 +95,7 @@ def test_adapter_sees_the_aligned_face_crop_not_the_photo(engine: Engine, monkey
     assert in_crop.box.side > 0.4 * crop.width
 
 
-def test_the_background_outside_the_face_crop_does_not_matter(engine: Engine) -> None:
+def test_the_background_outside_the_face_crop_does_not_matter(engine: StableDiffusionEngine) -> None:
     selfie = astronaut()
     analysis = shared_analyzer().analyze(selfie)
     repainted = selfie.copy()
@@ -97,9 +108,9 @@ def test_the_background_outside_the_face_crop_does_not_matter(engine: Engine) ->
     assert np.abs(_px(first) - _px(second)).max() <= 1
 
 
-def test_a_selfie_is_analysed_once_per_call_and_cached(engine: Engine) -> None:
+def test_a_selfie_is_analysed_once_per_call_and_cached(engine: StableDiffusionEngine) -> None:
     faces = SelfieFaces(shared_analyzer())
-    own = Engine(engine.settings, engine.spec, engine.model, engine.presets, shared_analyzer())
+    own = StableDiffusionEngine(engine.settings, engine.spec, engine.model, engine.presets, shared_analyzer())
     own.faces = faces
     selfie = grace_hopper()
     batch = [_request(own, selfie, seeds=(1,)), _request(own, grace_hopper(), seeds=(2,))]
@@ -113,7 +124,7 @@ def test_a_selfie_is_analysed_once_per_call_and_cached(engine: Engine) -> None:
 # --- face errors and notices -----------------------------------------------------------------------------
 
 
-def test_selfie_without_a_face_is_a_user_error_everywhere(engine: Engine) -> None:
+def test_selfie_without_a_face_is_a_user_error_everywhere(engine: StableDiffusionEngine) -> None:
     with pytest.raises(NoFace) as raised:
         engine.portrait(_request(engine, coffee()))
     assert "face" in raised.value.user_message.lower()
@@ -128,7 +139,7 @@ def test_selfie_without_a_face_is_a_user_error_everywhere(engine: Engine) -> Non
         )
 
 
-def test_two_faces_give_a_notice_in_the_metadata(engine: Engine) -> None:
+def test_two_faces_give_a_notice_in_the_metadata(engine: StableDiffusionEngine) -> None:
     result = engine.portrait(_request(engine, two_faces()))
     assert result.metadata["faces_found"] == 2
     assert result.metadata["notices"] == ["I found 2 faces and used the largest one."]
@@ -138,7 +149,7 @@ def test_two_faces_give_a_notice_in_the_metadata(engine: Engine) -> None:
 # --- likeness scores -------------------------------------------------------------------------------------
 
 
-def test_every_output_has_a_likeness_score(engine: Engine) -> None:
+def test_every_output_has_a_likeness_score(engine: StableDiffusionEngine) -> None:
     preset = engine.presets.resolve("headshot")
     single = engine.portrait(_request(engine, astronaut(), seeds=(1, 2, 3)))
     batched = engine.portrait_batch([_request(engine, astronaut(), seeds=(4,)), _request(engine, grace_hopper())])
@@ -152,7 +163,7 @@ def test_every_output_has_a_likeness_score(engine: Engine) -> None:
         assert json.loads(json.dumps(result.metadata)) == result.metadata
 
 
-def test_scores_are_real_numbers_when_the_output_shows_the_face(engine: Engine) -> None:
+def test_scores_are_real_numbers_when_the_output_shows_the_face(engine: StableDiffusionEngine) -> None:
     """An edit of the selfie photo itself, masked to one corner, keeps the face: the real scorer rates it high."""
     photo = astronaut()
     mask = Image.new("L", photo.size, 0)
@@ -184,7 +195,7 @@ def test_scores_are_real_numbers_when_the_output_shows_the_face(engine: Engine) 
 # --- adapters --------------------------------------------------------------------------------------------
 
 
-def test_plus_face_output_depends_on_the_face(engine: Engine) -> None:
+def test_plus_face_output_depends_on_the_face(engine: StableDiffusionEngine) -> None:
     assert engine.spec.identity_adapter.kind == "plus-face"
     first = engine.portrait(_request(engine, astronaut(), seeds=(9,)))
     other = engine.portrait(_request(engine, grace_hopper(), seeds=(9,)))
@@ -206,11 +217,13 @@ def test_faceid_models_name_their_weights() -> None:
 
 def test_faceid_model_needs_arcface_embeddings(shared_data_dir: Path) -> None:
     with pytest.raises(ConfigError, match="insightface"):
-        Engine.load(_settings(shared_data_dir, model="tiny-faceid"), face_analyzer=shared_analyzer())
+        StableDiffusionEngine.load(_settings(shared_data_dir, model="tiny-faceid"), face_analyzer=shared_analyzer())
 
 
 def test_faceid_path_uses_embedding_and_crop(shared_data_dir: Path) -> None:
-    faceid = Engine.load(_settings(shared_data_dir, model="tiny-faceid"), face_analyzer=ArcFaceStandIn(seed=0))
+    faceid = StableDiffusionEngine.load(
+        _settings(shared_data_dir, model="tiny-faceid"), face_analyzer=ArcFaceStandIn(seed=0)
+    )
     try:
         assert faceid.spec.identity_adapter.kind == "faceid-plus-v2"
         assert "faceid_0" in faceid.model.pipe.unet.peft_config  # the LoRA its checkpoint ships
@@ -249,7 +262,7 @@ def test_faceid_path_uses_embedding_and_crop(shared_data_dir: Path) -> None:
 # --- best-of-N -------------------------------------------------------------------------------------------
 
 
-def test_best_of_returns_the_top_candidates_and_records_them(engine: Engine) -> None:
+def test_best_of_returns_the_top_candidates_and_records_them(engine: StableDiffusionEngine) -> None:
     guarded = _with(engine, likeness_threshold=0.0)
     result = guarded.portrait(_request(guarded, astronaut(), seeds=(5, 6), best_of=3))
     record = result.metadata["best_of"]
@@ -257,7 +270,7 @@ def test_best_of_returns_the_top_candidates_and_records_them(engine: Engine) -> 
     assert len(candidates) == 6 and record["tries"] == 1 and record["per_image"] == 3
     assert [c["seed"] for c in candidates][:2] == [5, 6]  # the asked seeds are candidates themselves
     best = sorted(candidates, key=lambda c: -c["score"])[:2]
-    assert result.seeds == record["chosen_seeds"] == result.metadata["seeds"] == [c["seed"] for c in best]
+    assert result.seeds == record["chosen_seeds"] == [c["seed"] for c in best]
     assert result.metadata["likeness_scores"] == [c["score"] for c in best]
     assert [round(brightness_scorer(None, image), 1) for image in result.images] == [c["score"] for c in best]  # type: ignore[arg-type]
     # A chosen seed reproduces alone (reroll / lineage), at the recorded identity strength.
@@ -269,7 +282,7 @@ def test_best_of_returns_the_top_candidates_and_records_them(engine: Engine) -> 
     assert guarded.portrait(_request(guarded, astronaut(), seeds=(5, 6), best_of=3)).seeds == result.seeds
 
 
-def test_best_of_retries_once_with_more_identity_when_all_fall_short(engine: Engine) -> None:
+def test_best_of_retries_once_with_more_identity_when_all_fall_short(engine: StableDiffusionEngine) -> None:
     strict = _with(engine, likeness_threshold=100.0)  # brightness never reaches 100 %
     result = strict.portrait(_request(strict, astronaut(), seeds=(1,), best_of=2))
     record = result.metadata["best_of"]
@@ -283,7 +296,7 @@ def test_best_of_retries_once_with_more_identity_when_all_fall_short(engine: Eng
     assert result.metadata["identity_scale"] == result.metadata["identity_scales"][0]
 
 
-def test_best_of_with_the_real_scorer_and_preset_setting(engine: Engine, tmp_path: Path) -> None:
+def test_best_of_with_the_real_scorer_and_preset_setting(engine: StableDiffusionEngine, tmp_path: Path) -> None:
     (tmp_path / "picky.toml").write_text(
         'title = "Picky"\nemoji = "🎯"\ndescription = "d"\ncategory = "t"\nprompt = "{subject}, {prompt}"\n'
         "[defaults]\nsteps = 4\nbest_of = 3\n"
@@ -305,7 +318,7 @@ def test_best_of_with_the_real_scorer_and_preset_setting(engine: Engine, tmp_pat
     assert len(result.images) == 1 and result.seeds == record["chosen_seeds"]
 
 
-def test_batched_best_of_keeps_each_requests_candidates(engine: Engine) -> None:
+def test_batched_best_of_keeps_each_requests_candidates(engine: StableDiffusionEngine) -> None:
     guarded = _with(engine, likeness_threshold=0.0)
     requests = [
         _request(guarded, astronaut(), seeds=(21,), best_of=2),

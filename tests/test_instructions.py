@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from likeness.errors import BadInstruction
-from likeness.instructions import EXAMPLES, EditInstruction, parse_instruction
+from likeness.requests import EXAMPLES, EditInstruction, parse_instruction
 
 # (instruction, kind, region, words the prompt must contain, inverted)
 TABLE = [
@@ -186,6 +186,6 @@ def test_fuzz_instruction_like_text(verb: str, words: list[str], has_mask: bool)
 
 def test_parser_is_torch_free() -> None:
     """The bot core parses replies before enqueueing, and never loads torch."""
-    code = "import sys, likeness.instructions; sys.exit('torch' in sys.modules or 'numpy' in sys.modules)"
+    code = "import sys, likeness.requests; sys.exit('torch' in sys.modules or 'numpy' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[1], timeout=60, check=False)
     assert done.returncode == 0

@@ -8,10 +8,11 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from likeness.bot import BotCore, PortraitArgs
+from likeness.bot import BotCore
 from likeness.config import Settings
 from likeness.errors import Banned
 from likeness.queue import Origin, QueueClient
+from likeness.requests import PortraitArgs
 from tests.helpers.queue import selfie
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,18 +39,21 @@ async def test_ban_refuses_requests_before_enqueue_and_unban_lifts_it(
     async with QueueClient(settings) as queue:
         core = BotCore(settings, queue)
         try:
-            await core.portrait(origin, PortraitArgs(preset="ghibli"), selfie())
+            await core.check_portrait(origin, PortraitArgs(preset="ghibli"))
         except Banned as exc:
             assert "can't use this bot" in exc.user_message
         else:
             raise AssertionError("a banned user got a job")
         assert (await queue.stats()).queued == 0
         other_platform = origin.model_copy(update={"platform": "discord"})
-        assert (await core.portrait(other_platform, PortraitArgs(preset="ghibli"), selfie())).job_id
+        spec = await core.check_portrait(other_platform, PortraitArgs(preset="ghibli"))
+        assert (await core.portrait(other_platform, spec, selfie())).job_id
 
     log = _cli(redis_url, "log", "--kind", "refusal")
     assert "666" in log.stdout and "banned" in log.stdout
     assert _cli(redis_url, "unban", "666", "--platform", "telegram").returncode == 0
     assert _cli(redis_url, "unban", "666", "--platform", "telegram").returncode == 1
     async with QueueClient(settings) as queue:
-        assert (await BotCore(settings, queue).portrait(origin, PortraitArgs(preset="ghibli"), selfie())).job_id
+        core = BotCore(settings, queue)
+        spec = await core.check_portrait(origin, PortraitArgs(preset="ghibli"))
+        assert (await core.portrait(origin, spec, selfie())).job_id

@@ -15,7 +15,7 @@ from PIL import Image
 
 from likeness.bot.playground import build_app, consume_deliveries
 from likeness.config import Settings
-from likeness.generation._provenance import read_provenance
+from likeness.provenance import read_provenance
 from tests.helpers.faces import astronaut, jpeg_with_exif
 from tests.helpers.stack import running_stack
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from likeness.errors import ConfigError
-from likeness.presets import FORMATS, PresetCatalog, load_preset_file, render_prompt
+from likeness.presets import PresetCatalog, load_preset_file, render_prompt
+from likeness.requests import FORMATS
 
 REPO = Path(__file__).parents[1]
 REQUIRED = [

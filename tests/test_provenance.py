@@ -10,7 +10,8 @@ from PIL import ExifTags, Image
 from skimage import data
 
 import likeness
-from likeness.generation._provenance import (
+from likeness.images import encode_image, load_image
+from likeness.provenance import (
     TRAINED_ALGORITHMIC_MEDIA,
     WATERMARK_SCHEME,
     detect_watermark,
@@ -19,7 +20,6 @@ from likeness.generation._provenance import (
     read_provenance,
     watermark_score,
 )
-from likeness.images import encode_image, load_image
 
 SECRET = "SECRET-CAMERA-7731"
 
@@ -138,7 +138,7 @@ def test_tiny_images_do_not_crash_detection() -> None:
 
 
 def test_marking_an_edit_keeps_the_untouched_pixels_of_its_marked_source() -> None:
-    from likeness.generation._provenance import detect_watermark, mark
+    from likeness.provenance import detect_watermark, mark
 
     rng = np.random.default_rng(3)
     source = mark(Image.fromarray(rng.integers(0, 255, (256, 256, 3), dtype=np.uint8), "RGB"))

@@ -15,7 +15,7 @@ def test_public_names_are_pinned():
     assert sorted(likeness.queue.__all__) == sorted(
         [
             "FAIR_OFFSET_MS", "Delivery", "DeliveryConsumer", "EditParams", "JobKind", "JobPayload", "Origin",
-            "Platform", "PortraitParams", "ProgressEvent", "QueueClient", "QueueStats", "ResultRecord", "Stage",
+            "Platform", "PortraitSpec", "ProgressEvent", "QueueClient", "QueueStats", "ResultRecord", "Stage",
             "Ticket", "append_delivery", "keys",
         ]
     )  # fmt: skip

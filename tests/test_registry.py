@@ -9,7 +9,8 @@ import pytest
 from likeness.config import Settings
 from likeness.errors import ConfigError
 from likeness.generation import BUILTIN_MODELS, get_model_spec, load_model_specs, required_weights
-from likeness.presets import FORMATS, PresetCatalog, size_for
+from likeness.presets import PresetCatalog
+from likeness.requests import FORMATS, size_for
 
 
 def test_builtin_specs_cover_the_default_and_tiny_models() -> None:

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from likeness.bot._community import CommunitySettings
 from likeness.bot._texts import EDIT_HOWTO, HELP
 from likeness.bot.telegram import ALLOWED_UPDATES
-from likeness.queue._community import CommunitySettings
 from tests.helpers.telegram import (
     TOKEN,
     button_data,
@@ -352,7 +352,7 @@ async def test_flagged_images_are_withheld_or_spoilered_as_the_chat_allows(h, tg
     assert not photo.params.get("has_spoiler")
     async with QueueClient(tg_settings) as queue:
         record = await queue.get_result(button_data(photo)[0].split(":")[2])
-        flagged = record.model_copy(update={"metadata": {**record.metadata, "nsfw_scores": [0.99]}})
+        flagged = record.model_copy(update={"metadata": record.metadata.model_copy(update={"nsfw_scores": (0.99,)})})
 
         await append_delivery(
             queue.redis,

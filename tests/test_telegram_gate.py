@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
+from likeness.bot._community import CommunitySettings
 from likeness.queue import QueueClient, keys
-from likeness.queue._community import CommunitySettings
 from tests.fakes.telegram_api import FakeTelegram
 from tests.helpers.telegram import (
     TelegramHarness,
@@ -75,7 +75,7 @@ async def test_a_withheld_result_is_not_handed_out_as_a_file(h: TelegramHarness,
     result_id = _result_id(photo)
     async with QueueClient(tg_settings) as queue:  # the guard flagged it after all (as a flagged job would be)
         record = await queue.get_result(result_id)
-        flagged = record.model_copy(update={"metadata": {**record.metadata, "nsfw_scores": [0.99]}})
+        flagged = record.model_copy(update={"metadata": record.metadata.model_copy(update={"nsfw_scores": (0.99,)})})
         await queue.redis.set(keys.result(result_id), flagged.model_dump_json(), keepttl=True)
 
     alert = await _press(tg, ALICE, result_message(tg, photo), f"lk:full:{result_id}")

@@ -8,7 +8,8 @@ import io
 import pytest
 from PIL import Image
 
-from likeness.queue import PortraitParams, QueueClient
+from likeness.queue import QueueClient
+from likeness.requests import PortraitSpec
 from tests.helpers.queue import STEPS, next_deliveries, origin, running_worker, selfie
 
 
@@ -19,7 +20,7 @@ def settings(make_settings, redis_url):
 
 async def test_round_trip_delivers_result_with_images_and_progress(settings):
     async with QueueClient(settings) as queue, running_worker(settings) as engine:
-        ticket = await queue.submit_portrait(origin(), selfie(), PortraitParams(preset="ghibli", count=2, seed=7))
+        ticket = await queue.submit_portrait(origin(), selfie(), PortraitSpec(preset="ghibli", count=2, seed=7))
         events = [e async for e in queue.progress(ticket.job_id, idle_timeout_s=10)]
         (delivery,) = await next_deliveries(settings, 1)
 
@@ -43,7 +44,7 @@ async def _image(settings, blob_id):
 
 async def test_reroll_repeats_the_request_with_new_seeds_and_keeps_lineage(settings):
     async with QueueClient(settings) as queue, running_worker(settings):
-        params = PortraitParams(preset="ghibli", prompt="in a garden", format="story", seed=1)
+        params = PortraitSpec(preset="ghibli", prompt="in a garden", format="story", seed=1)
         await queue.submit_portrait(origin(), selfie(), params)
         (first,) = await next_deliveries(settings, 1)
         reroll = await queue.submit_reroll(origin("u2"), first.result.result_id)
@@ -65,7 +66,7 @@ async def test_reroll_repeats_the_request_with_new_seeds_and_keeps_lineage(setti
 
 async def test_variations_make_count_new_images(settings):
     async with QueueClient(settings) as queue, running_worker(settings):
-        await queue.submit_portrait(origin(), selfie(), PortraitParams(preset="ghibli"))
+        await queue.submit_portrait(origin(), selfie(), PortraitSpec(preset="ghibli"))
         (first,) = await next_deliveries(settings, 1)
         await queue.submit_variations(origin(), first.result.result_id, count=3)
         (var,) = await next_deliveries(settings, 1)
@@ -80,7 +81,7 @@ async def test_variations_make_count_new_images(settings):
 
 async def test_user_error_is_delivered_at_once_without_retry(settings):
     async with QueueClient(settings) as queue, running_worker(settings) as engine:
-        ticket = await queue.submit_portrait(origin(), selfie(), PortraitParams(preset="ghibli", prompt="noface"))
+        ticket = await queue.submit_portrait(origin(), selfie(), PortraitSpec(preset="ghibli", prompt="noface"))
         (delivery,) = await next_deliveries(settings, 1)
         events = [e.stage async for e in queue.progress(ticket.job_id, idle_timeout_s=5)]
         stats = await queue.stats()
@@ -98,14 +99,14 @@ async def _active(settings, user):
 
 async def test_transient_failure_is_retried_then_succeeds(settings):
     async with QueueClient(settings) as queue, running_worker(settings) as engine:
-        await queue.submit_portrait(origin(), selfie(), PortraitParams(preset="ghibli", prompt="flaky"))
+        await queue.submit_portrait(origin(), selfie(), PortraitSpec(preset="ghibli", prompt="flaky"))
         (delivery,) = await next_deliveries(settings, 1, timeout=15)
     assert delivery.ok and engine.calls == 2
 
 
 async def test_persistent_failure_is_delivered_as_error_after_max_tries(settings):
     async with QueueClient(settings) as queue, running_worker(settings, max_tries=2) as engine:
-        await queue.submit_portrait(origin(), selfie(), PortraitParams(preset="ghibli", prompt="fail"))
+        await queue.submit_portrait(origin(), selfie(), PortraitSpec(preset="ghibli", prompt="fail"))
         (delivery,) = await next_deliveries(settings, 1, timeout=15)
     assert not delivery.ok and delivery.error_code == "generation_failed"
     assert delivery.job_id[:8] in delivery.user_message
@@ -115,29 +116,29 @@ async def test_persistent_failure_is_delivered_as_error_after_max_tries(settings
 async def test_concurrent_compatible_jobs_share_one_engine_call(settings):
     async with QueueClient(settings) as queue:
         for i in range(3):
-            await queue.submit_portrait(origin(f"u{i}"), selfie(), PortraitParams(preset="ghibli", prompt=f"p{i}"))
+            await queue.submit_portrait(origin(f"u{i}"), selfie(), PortraitSpec(preset="ghibli", prompt=f"p{i}"))
         async with running_worker(settings) as engine:
             deliveries = await next_deliveries(settings, 3)
     assert engine.batches == [["p0", "p1", "p2"]] or sorted(map(len, engine.batches)) == [3]
-    assert {d.result.metadata["batch_size"] for d in deliveries} == {3}
+    assert {d.result.metadata.batch_size for d in deliveries} == {3}
 
 
 async def test_incompatible_jobs_are_not_batched(settings):
     async with QueueClient(settings) as queue:
-        await queue.submit_portrait(origin("a"), selfie(), PortraitParams(preset="ghibli", prompt="sq"))
-        await queue.submit_portrait(origin("b"), selfie(), PortraitParams(preset="ghibli", prompt="st", format="story"))
-        await queue.submit_portrait(origin("c"), selfie(), PortraitParams(preset="ghibli", prompt="sq2"))
+        await queue.submit_portrait(origin("a"), selfie(), PortraitSpec(preset="ghibli", prompt="sq"))
+        await queue.submit_portrait(origin("b"), selfie(), PortraitSpec(preset="ghibli", prompt="st", format="story"))
+        await queue.submit_portrait(origin("c"), selfie(), PortraitSpec(preset="ghibli", prompt="sq2"))
         async with running_worker(settings) as engine:
             deliveries = await next_deliveries(settings, 3)
     assert sorted(sorted(b) for b in engine.batches) == [["sq", "sq2"], ["st"]]
-    sizes = {d.result.request.portrait.prompt: d.result.metadata["batch_size"] for d in deliveries}
+    sizes = {d.result.request.portrait.prompt: d.result.metadata.batch_size for d in deliveries}
     assert sizes == {"sq": 2, "sq2": 2, "st": 1}
 
 
 async def test_out_of_memory_splits_the_batch(settings):
     async with QueueClient(settings) as queue:
         for i in range(4):
-            await queue.submit_portrait(origin(f"u{i}"), selfie(), PortraitParams(preset="ghibli", prompt=f"oom{i}"))
+            await queue.submit_portrait(origin(f"u{i}"), selfie(), PortraitSpec(preset="ghibli", prompt=f"oom{i}"))
         async with running_worker(settings) as engine:
             deliveries = await next_deliveries(settings, 4)
     assert all(d.ok for d in deliveries)
@@ -153,7 +154,7 @@ async def test_out_of_memory_splits_the_batch(settings):
 async def test_one_bad_selfie_fails_only_its_own_job_in_a_batch(settings):
     async with QueueClient(settings) as queue:
         for i, prompt in enumerate(["fine", "noface", "also fine"]):
-            await queue.submit_portrait(origin(f"u{i}"), selfie(), PortraitParams(preset="ghibli", prompt=prompt))
+            await queue.submit_portrait(origin(f"u{i}"), selfie(), PortraitSpec(preset="ghibli", prompt=prompt))
         async with running_worker(settings):
             deliveries = await next_deliveries(settings, 3)
     outcome = {d.origin.user_id: d.error_code for d in deliveries}
@@ -162,8 +163,8 @@ async def test_one_bad_selfie_fails_only_its_own_job_in_a_batch(settings):
 
 async def test_cancel_queued_and_running_jobs(settings):
     async with QueueClient(settings) as queue:
-        running = await queue.submit_portrait(origin(), selfie(), PortraitParams(preset="ghibli", prompt="sleep=3"))
-        queued = await queue.submit_portrait(origin(), selfie(), PortraitParams(preset="ghibli", format="story"))
+        running = await queue.submit_portrait(origin(), selfie(), PortraitSpec(preset="ghibli", prompt="sleep=3"))
+        queued = await queue.submit_portrait(origin(), selfie(), PortraitSpec(preset="ghibli", format="story"))
         async with running_worker(settings, max_jobs=1):
             async for event in queue.progress(running.job_id):
                 if event.stage == "step":
@@ -191,8 +192,8 @@ async def test_metrics_endpoint_reports_jobs_batches_and_failures(make_settings,
     port = free_port()
     settings = make_settings(redis_url=redis_url, metrics_port=port)
     async with QueueClient(settings) as queue, running_worker(settings):
-        await queue.submit_portrait(origin("a"), selfie(), PortraitParams(preset="ghibli"))
-        await queue.submit_portrait(origin("b"), selfie(), PortraitParams(preset="ghibli", prompt="noface"))
+        await queue.submit_portrait(origin("a"), selfie(), PortraitSpec(preset="ghibli"))
+        await queue.submit_portrait(origin("b"), selfie(), PortraitSpec(preset="ghibli", prompt="noface"))
         await next_deliveries(settings, 2)
         url = f"http://127.0.0.1:{port}/metrics"
         body = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read().decode())
@@ -203,7 +204,7 @@ async def test_metrics_endpoint_reports_jobs_batches_and_failures(make_settings,
 
 async def test_a_job_whose_selfie_expired_is_answered_not_dropped(settings):
     async with QueueClient(settings) as queue:
-        ticket = await queue.submit_portrait(origin(), selfie(), PortraitParams(preset="ghibli"))
+        ticket = await queue.submit_portrait(origin(), selfie(), PortraitSpec(preset="ghibli"))
         job = await queue.get_job(ticket.job_id)
         await queue.redis.delete(f"likeness:blob:{job.selfie_blob_id}")
         async with running_worker(settings):
@@ -214,14 +215,14 @@ async def test_a_job_whose_selfie_expired_is_answered_not_dropped(settings):
 async def test_a_job_over_its_deadline_is_answered_with_a_timeout(make_settings, redis_url):
     settings = make_settings(redis_url=redis_url, job_timeout_s=3)  # our deadline: 3 s - 2 s margin
     async with QueueClient(settings) as queue, running_worker(settings):
-        await queue.submit_portrait(origin(), selfie(), PortraitParams(preset="ghibli", prompt="sleep=2"))
+        await queue.submit_portrait(origin(), selfie(), PortraitSpec(preset="ghibli", prompt="sleep=2"))
         (delivery,) = await next_deliveries(settings, 1)
     assert delivery.error_code == "job_timeout" and "too long" in delivery.user_message
 
 
 async def test_a_job_killed_on_every_try_is_answered_after_the_last(settings):
     async with QueueClient(settings) as queue:
-        ticket = await queue.submit_portrait(origin(), selfie(), PortraitParams(preset="ghibli"))
+        ticket = await queue.submit_portrait(origin(), selfie(), PortraitSpec(preset="ghibli"))
         await queue.redis.set(f"arq:retry:{ticket.job_id}", 3, ex=60)  # as if 3 tries died with their worker
         async with running_worker(settings, max_tries=3) as engine:
             (delivery,) = await next_deliveries(settings, 1)

@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from likeness.config import Settings
-from likeness.queue import PortraitParams, QueueClient
+from likeness.queue import QueueClient
+from likeness.requests import PortraitSpec
 from tests.helpers.faces import astronaut, colour_jitter, grace_hopper
 from tests.helpers.queue import next_deliveries, origin
 from tests.helpers.stack import serving_worker
@@ -37,7 +38,7 @@ async def _run_jobs(settings: Settings) -> dict[str, tuple[int, np.ndarray]]:
     async with QueueClient(settings) as queue:
         tickets = {}
         for user, photo, seed in JOBS:
-            params = PortraitParams(preset="ghibli", prompt="smiling", seed=seed)
+            params = PortraitSpec(preset="ghibli", prompt="smiling", seed=seed)
             tickets[user] = await queue.submit_portrait(origin(user), SELFIES[photo](), params)
         async with serving_worker(settings):
             events = [e async for e in queue.progress(tickets["a"].job_id, idle_timeout_s=120)]
@@ -45,12 +46,12 @@ async def _run_jobs(settings: Settings) -> dict[str, tuple[int, np.ndarray]]:
         out = {}
         for d in deliveries:
             assert d.ok, d.user_message
-            assert d.result.metadata["model"] == "tiny" and d.result.seeds == (
+            assert d.result.metadata.model == "tiny" and d.result.seeds == (
                 dict((u, s) for u, _, s in JOBS)[d.origin.user_id],
             )
             image = Image.open(io.BytesIO(await queue.get_image(d.result.image_blob_ids[0])))
             assert image.format == "PNG" and image.mode == "RGB"
-            out[d.origin.user_id] = (d.result.metadata["batch_size"], np.asarray(image, dtype=np.int16))
+            out[d.origin.user_id] = (d.result.metadata.batch_size, np.asarray(image, dtype=np.int16))
     stages = [e.stage for e in events]
     assert stages[0] == "queued" and "step" in stages and stages[-1] == "done"
     return out

@@ -7,7 +7,8 @@ import time
 import pytest
 
 from likeness.errors import ResultExpired
-from likeness.queue import DeliveryConsumer, PortraitParams, QueueClient
+from likeness.queue import DeliveryConsumer, QueueClient
+from likeness.requests import PortraitSpec, edit_spec
 from tests.helpers.queue import next_deliveries, origin, running_worker, selfie
 
 
@@ -18,11 +19,11 @@ async def test_a_users_backlog_delays_another_user_by_at_most_about_one_job(make
         await queue.redis.lpush("likeness:durations", job_s)
         for i in range(8):
             await queue.submit_portrait(
-                origin("heavy"), selfie(), PortraitParams(preset="ghibli", prompt=f"h{i} sleep={job_s}")
+                origin("heavy"), selfie(), PortraitSpec(preset="ghibli", prompt=f"h{i} sleep={job_s}")
             )
         submitted = time.monotonic()
         await queue.submit_portrait(
-            origin("light"), selfie(), PortraitParams(preset="ghibli", prompt=f"light sleep={job_s}")
+            origin("light"), selfie(), PortraitSpec(preset="ghibli", prompt=f"light sleep={job_s}")
         )
         async with running_worker(settings) as engine:
             deliveries = await next_deliveries(settings, 9, timeout=20)
@@ -38,13 +39,14 @@ async def test_every_key_written_has_a_ttl(make_settings, redis_url):
     settings = make_settings(redis_url=redis_url)
     async with QueueClient(settings) as queue:
         async with running_worker(settings):
-            first = await queue.submit_portrait(origin(), selfie(), PortraitParams(preset="ghibli"))
+            first = await queue.submit_portrait(origin(), selfie(), PortraitSpec(preset="ghibli"))
             (done,) = await next_deliveries(settings, 1)
             await queue.submit_reroll(origin(), done.result.result_id)
-            await queue.submit_edit(origin(), done.result.result_id, "blue hair", mask=selfie("white"))
+            blue = edit_spec("blue hair", has_mask=True, max_chars=400)
+            await queue.submit_edit(origin(), done.result.result_id, blue, mask=selfie("white"))
             await next_deliveries(settings, 2)
             _ = [e async for e in queue.progress(first.job_id)]
-        queued = await queue.submit_portrait(origin("u2"), selfie(), PortraitParams(preset="ghibli"))
+        queued = await queue.submit_portrait(origin("u2"), selfie(), PortraitSpec(preset="ghibli"))
         await queue.cancel("u2", queued.job_id)
         async with DeliveryConsumer(settings, "discord", "bot") as consumer:
             await consumer.pending()  # creates the discord stream and group
@@ -60,10 +62,10 @@ async def test_forget_deletes_a_users_data_and_nothing_else(make_settings, redis
     settings = make_settings(redis_url=redis_url)
     async with QueueClient(settings) as queue:
         async with running_worker(settings):
-            await queue.submit_portrait(origin("me"), selfie(), PortraitParams(preset="ghibli", count=2))
-            await queue.submit_portrait(origin("other"), selfie(), PortraitParams(preset="ghibli"))
+            await queue.submit_portrait(origin("me"), selfie(), PortraitSpec(preset="ghibli", count=2))
+            await queue.submit_portrait(origin("other"), selfie(), PortraitSpec(preset="ghibli"))
             deliveries = {d.origin.user_id: d for d in await next_deliveries(settings, 2)}
-        pending = await queue.submit_portrait(origin("me"), selfie(), PortraitParams(preset="ghibli"))
+        pending = await queue.submit_portrait(origin("me"), selfie(), PortraitSpec(preset="ghibli"))
         counts = await queue.forget("me")
         mine, theirs = deliveries["me"].result, deliveries["other"].result
         with pytest.raises(ResultExpired):
@@ -86,10 +88,10 @@ async def test_worker_and_client_ride_out_a_redis_restart(make_settings, tmp_pat
     with RedisServer(tmp_path / "redis", appendonly=True) as server:
         settings = make_settings(redis_url=server.url)
         async with QueueClient(settings) as queue, running_worker(settings):
-            await queue.submit_portrait(origin(), selfie(), PortraitParams(preset="ghibli"))
+            await queue.submit_portrait(origin(), selfie(), PortraitSpec(preset="ghibli"))
             (before,) = await next_deliveries(settings, 1)
             server.restart()
-            ticket = await queue.submit_portrait(origin(), selfie(), PortraitParams(preset="ghibli", prompt="after"))
+            ticket = await queue.submit_portrait(origin(), selfie(), PortraitSpec(preset="ghibli", prompt="after"))
             (after,) = await next_deliveries(settings, 1, timeout=20)
     assert before.ok and after.ok and after.job_id == ticket.job_id
 
@@ -102,7 +104,7 @@ async def test_forget_stops_a_running_remix_of_the_users_face(make_settings, red
 
     settings = make_settings(redis_url=redis_url)
     async with QueueClient(settings) as queue, running_worker(settings):
-        await queue.submit_portrait(origin("alice"), selfie(), PortraitParams(preset="ghibli", prompt="sleep=1.5"))
+        await queue.submit_portrait(origin("alice"), selfie(), PortraitSpec(preset="ghibli", prompt="sleep=1.5"))
         (done,) = await next_deliveries(settings, 1)
         remix = await queue.submit_reroll(origin("bob"), done.result.result_id)
         for _ in range(100):  # until the worker runs it

@@ -12,8 +12,9 @@ from PIL import Image
 
 from likeness.config import Settings
 from likeness.errors import BadInstruction
-from likeness.generation._provenance import read_provenance
-from likeness.queue import Origin, PortraitParams
+from likeness.provenance import read_provenance
+from likeness.queue import Origin
+from likeness.requests import PortraitSpec, edit_spec
 from tests.helpers.faces import astronaut, jpeg_with_exif
 from tests.helpers.queue import next_deliveries
 from tests.helpers.stack import running_stack
@@ -44,18 +45,19 @@ async def _pixels(queue: Any, blob_id: str) -> np.ndarray:
 async def test_edit_reroll_of_edit_and_variations(settings: Settings, tiny_engine: Any) -> None:
     async with running_stack(settings, tiny_engine) as core:
         queue = core.queue
-        await queue.submit_portrait(ORIGIN, jpeg_with_exif(astronaut()), PortraitParams(preset="ghibli"))
+        await queue.submit_portrait(ORIGIN, jpeg_with_exif(astronaut()), PortraitSpec(preset="ghibli"))
         (portrait,) = await next_deliveries(settings, 1, timeout=60)
         assert portrait.ok, portrait.user_message
         source = await _pixels(queue, portrait.result.image_blob_ids[0])
         h, w = source.shape[:2]
         box = (w // 4, h // 4, w // 2, h // 2)
 
-        await queue.submit_edit(ORIGIN, portrait.result.result_id, "a golden crown", mask=_png_mask((w, h), box))
+        crown = edit_spec("a golden crown", has_mask=True, max_chars=400)
+        await queue.submit_edit(ORIGIN, portrait.result.result_id, crown, mask=_png_mask((w, h), box))
         (edit,) = await next_deliveries(settings, 1, timeout=60)
         assert edit.ok, edit.user_message
         assert edit.result.parent_id == portrait.result.result_id
-        assert edit.result.metadata["instruction"] == "a golden crown"
+        assert edit.result.metadata.instruction == "a golden crown"
         edited = await _pixels(queue, edit.result.image_blob_ids[0])
         outside = np.ones((h, w), bool)
         outside[box[1] - 4 : box[3] + 4, box[0] - 4 : box[2] + 4] = False  # the mask may grow a little
@@ -65,7 +67,7 @@ async def test_edit_reroll_of_edit_and_variations(settings: Settings, tiny_engin
         await queue.submit_reroll(ORIGIN, edit.result.result_id)
         (again,) = await next_deliveries(settings, 1, timeout=60)
         assert again.ok and again.kind == "reroll" and again.result.request.mode == "edit"
-        assert again.result.metadata["instruction"] == "a golden crown"
+        assert again.result.metadata.instruction == "a golden crown"
         assert again.result.seeds != edit.result.seeds
         assert again.result.request.source_blob_id == edit.result.request.source_blob_id
 
@@ -79,10 +81,10 @@ async def test_edit_reroll_of_edit_and_variations(settings: Settings, tiny_engin
 
 async def test_unknown_instructions_are_answered_before_enqueue(settings: Settings, tiny_engine: Any) -> None:
     async with running_stack(settings, tiny_engine) as core:
-        await core.queue.submit_portrait(ORIGIN, jpeg_with_exif(astronaut()), PortraitParams(preset="ghibli"))
+        await core.queue.submit_portrait(ORIGIN, jpeg_with_exif(astronaut()), PortraitSpec(preset="ghibli"))
         (portrait,) = await next_deliveries(settings, 1, timeout=60)
         with pytest.raises(BadInstruction) as err:
-            await core.queue.submit_edit(ORIGIN, portrait.result.result_id, "   ")
+            await core.edit(ORIGIN, portrait.result.result_id, "   ")
         assert "hair" in err.value.user_message  # the answer shows examples
         assert (await core.queue.stats()).queued == 0
 
@@ -91,11 +93,11 @@ async def test_every_stored_image_is_classified_and_marked_as_ai_generated(
     settings: Settings, tiny_engine: Any
 ) -> None:
     async with running_stack(settings, tiny_engine) as core:
-        params = PortraitParams(preset="anime", count=2)
+        params = PortraitSpec(preset="anime", count=2)
         await core.queue.submit_portrait(ORIGIN, jpeg_with_exif(astronaut()), params)
         (delivery,) = await next_deliveries(settings, 1, timeout=60)
         assert delivery.ok
-        scores = delivery.result.metadata["nsfw_scores"]
+        scores = delivery.result.metadata.nsfw_scores
         assert len(scores) == 2 and all(0.0 <= s <= 1.0 for s in scores)
         for blob in delivery.result.image_blob_ids:
             data = await core.queue.get_image(blob)

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from likeness.queue import PortraitParams, QueueClient
+from likeness.queue import QueueClient
+from likeness.requests import PortraitSpec
 from tests.helpers.queue import next_deliveries, origin, selfie
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,7 +62,7 @@ async def test_sigkilled_worker_job_is_finished_by_another_with_one_delivery(mak
     settings = make_settings(redis_url=redis_url)
     first = spawn_worker(3, "first")
     async with QueueClient(settings) as queue:
-        ticket = await queue.submit_portrait(origin(), selfie(), PortraitParams(preset="ghibli", prompt="sleep=0.8"))
+        ticket = await queue.submit_portrait(origin(), selfie(), PortraitSpec(preset="ghibli", prompt="sleep=0.8"))
         await _wait_for_step(queue, ticket.job_id)
         first.send_signal(signal.SIGKILL)
         first.wait(5)
@@ -83,7 +84,7 @@ async def test_sigterm_requeues_at_once_and_health_check_reports(make_settings, 
     settings = make_settings(redis_url=redis_url)
     first = spawn_worker(10, "first")
     async with QueueClient(settings) as queue:
-        ticket = await queue.submit_portrait(origin(), selfie(), PortraitParams(preset="ghibli", prompt="sleep=2"))
+        ticket = await queue.submit_portrait(origin(), selfie(), PortraitSpec(preset="ghibli", prompt="sleep=2"))
         await _wait_for_step(queue, ticket.job_id)
         check = subprocess.run(
             [sys.executable, "-m", "likeness", "worker", "--check"],

@@ -7,8 +7,9 @@ import time
 
 import redis.asyncio as aioredis
 
-from likeness.queue import PortraitParams, QueueClient
+from likeness.queue import QueueClient
 from likeness.redis_server import RedisServer
+from likeness.requests import PortraitSpec
 from tests.helpers.queue import next_deliveries, origin, running_worker, selfie
 
 SLOW_POLL_S = 30.0  # far longer than any wait below: only a wake-up can explain a prompt start
@@ -44,7 +45,7 @@ async def test_an_idle_worker_starts_a_new_job_at_once_not_at_its_next_poll(make
         await _until_listening(redis_url)
         await asyncio.sleep(0.3)  # the worker has polled once and now waits
         started = time.monotonic()
-        ticket = await queue.submit_portrait(origin(), selfie(), PortraitParams(preset="ghibli"))
+        ticket = await queue.submit_portrait(origin(), selfie(), PortraitSpec(preset="ghibli"))
         (delivery,) = await next_deliveries(settings, 1, timeout=5)
         took = time.monotonic() - started
     assert delivery.ok and delivery.job_id == ticket.job_id
@@ -55,7 +56,7 @@ async def test_cancelling_a_running_job_aborts_it_before_the_next_poll(make_sett
     settings = make_settings(redis_url=redis_url, poll_delay_s=SLOW_POLL_S)
     async with QueueClient(settings) as queue, running_worker(settings):
         await _until_listening(redis_url)
-        running = await queue.submit_portrait(origin(), selfie(), PortraitParams(preset="ghibli", prompt="sleep=4"))
+        running = await queue.submit_portrait(origin(), selfie(), PortraitSpec(preset="ghibli", prompt="sleep=4"))
         async for event in queue.progress(running.job_id, idle_timeout_s=5):
             if event.stage == "step":
                 break
@@ -75,7 +76,7 @@ async def test_idle_and_busy_workers_make_few_redis_calls(make_settings, redis_u
         await asyncio.sleep(2)
         idle = await _commands(redis_url) - before - 1  # minus our own INFO
 
-        await queue.submit_portrait(origin(), selfie(), PortraitParams(preset="ghibli", prompt="sleep=2"))
+        await queue.submit_portrait(origin(), selfie(), PortraitSpec(preset="ghibli", prompt="sleep=2"))
         await asyncio.sleep(0.3)
         before = await _commands(redis_url)
         await asyncio.sleep(1.5)  # the job is running all along
@@ -95,6 +96,6 @@ async def test_the_wake_up_channel_survives_a_redis_restart(make_settings, tmp_p
             server.restart()
             await _until_listening(server.url, timeout=20)
             async with QueueClient(settings) as queue:
-                ticket = await queue.submit_portrait(origin(), selfie(), PortraitParams(preset="ghibli"))
+                ticket = await queue.submit_portrait(origin(), selfie(), PortraitSpec(preset="ghibli"))
                 (delivery,) = await next_deliveries(settings, 1, timeout=5)
     assert delivery.ok and delivery.job_id == ticket.job_id

@@ -6,25 +6,23 @@ The adapters (`likeness.bot.telegram`, `likeness.bot.discord`) are imported only
 
 from likeness.bot._access import AccessPolicy
 from likeness.bot._buttons import Action, Button, parse_button_id, result_buttons
+from likeness.bot._community import ChatSettings, CommunitySettings
 from likeness.bot._core import BotCore, ResultMessage
-from likeness.bot._grammar import MAX_COUNT, PortraitArgs, parse_portrait_args, split_command
 from likeness.bot._links import MessageLinks
 from likeness.bot._texts import EDIT_HOWTO, HELP, NEED_SELFIE
 
 __all__ = [
     "EDIT_HOWTO",
     "HELP",
-    "MAX_COUNT",
     "NEED_SELFIE",
     "AccessPolicy",
     "Action",
     "BotCore",
     "Button",
+    "ChatSettings",
+    "CommunitySettings",
     "MessageLinks",
-    "PortraitArgs",
     "ResultMessage",
     "parse_button_id",
-    "parse_portrait_args",
     "result_buttons",
-    "split_command",
 ]

@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 
 from likeness.bot._access import AccessPolicy
 from likeness.bot._buttons import Button, result_buttons
-from likeness.bot._grammar import PortraitArgs
+from likeness.bot._community import ChatSettings, CommunitySettings
 from likeness.bot._links import MessageLinks
 from likeness.bot._policy import PromptPolicy, screen_request
 from likeness.bot._safety import Decision, Place, decide, notice
@@ -37,27 +37,14 @@ from likeness.bot._texts import (
     stats_text,
 )
 from likeness.config import Settings
-from likeness.errors import (
-    Banned,
-    InvalidPresetSpec,
-    LikenessError,
-    PromptTooLong,
-    QueueUnavailable,
-    ResultExpired,
-    UserError,
-)
-from likeness.presets import get_format
-from likeness.queue import Delivery, Origin, PortraitParams, QueueClient, ResultRecord, Ticket
-from likeness.queue._abuse import AbuseLog
-from likeness.queue._community import ChatSettings, CommunitySettings
-from likeness.queue._errors import outlasting_outage
-from likeness.queue._models import MAX_COUNT
+from likeness.errors import Banned, LikenessError, QueueUnavailable, ResultExpired, UserError
+from likeness.presets import PresetCatalog
+from likeness.queue import AbuseLog, Delivery, Origin, QueueClient, ResultRecord, Ticket, outlasting_outage
+from likeness.requests import PortraitArgs, PortraitSpec, check_portrait_args, edit_spec, portrait_spec
 
 __all__ = ["BotCore", "ResultMessage"]
 
 log = logging.getLogger("likeness.bot")
-
-MAX_SPEC_CHARS = 200  # a preset spec: up to four fused names with weights
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,10 +63,10 @@ class ResultMessage:
 class BotCore:
     """Shared behaviour of all frontends. Build once per process with an open `QueueClient`."""
 
-    def __init__(self, settings: Settings, queue: QueueClient) -> None:
+    def __init__(self, settings: Settings, queue: QueueClient, *, presets: PresetCatalog | None = None) -> None:
         self.settings = settings
         self.queue = queue
-        self.presets = queue.presets
+        self.presets = presets or PresetCatalog.load(settings.presets_dir)
         self.access = AccessPolicy.from_settings(settings)
         self.policy = PromptPolicy.from_settings(settings)
         self.links = MessageLinks(queue.redis, settings.result_ttl_s)
@@ -89,20 +76,20 @@ class BotCore:
     # --- requests ----------------------------------------------------------------------------------
 
     async def portrait(
-        self, origin: Origin, args: PortraitArgs, selfie: bytes | None, *, key: str | None = None
+        self, origin: Origin, spec: PortraitSpec, selfie: bytes | None, *, key: str | None = None
     ) -> Ticket:
-        """Check and enqueue a portrait; `UserError`s explain what to fix.
+        """Enqueue a portrait `spec` (from `check_portrait`) of the person in `selfie`; `UserError`s explain.
 
         `key` (e.g. the request message id) makes a repeated event (a platform re-sending an update after a
         restart) return the first job's ticket, marked `duplicate`, instead of a second job.
         """
-        params = await self._checked(origin, args)
+        self._admit(origin)
         if selfie is None:
             raise UserError(message=NEED_SELFIE)
-        ticket = await self.queue.submit_portrait(origin, selfie, params, idempotency_key=key)
+        ticket = await self.queue.submit_portrait(origin, selfie, spec, idempotency_key=key)
         if ticket.duplicate:
             return ticket
-        detail = f"portrait {args.preset} {args.prompt}".strip()
+        detail = f"portrait {spec.preset} {spec.prompt}".strip()
         try:  # the job is queued: telling the user "unavailable" now would be wrong (the portrait comes)
             await outlasting_outage(
                 lambda: self.abuse.record(
@@ -113,10 +100,14 @@ class BotCore:
             log.warning("job %s: queued, but its audit entry was lost (Redis unavailable)", ticket.job_id)
         return ticket
 
-    async def check_portrait(self, origin: Origin, args: PortraitArgs) -> None:
-        """The checks of `portrait` that need no selfie (allowlist, ban, preset, format, count, prompt, policy),
-        so a frontend can refuse at once, before it answers publicly or downloads anything."""
-        await self._checked(origin, args)
+    async def check_portrait(self, origin: Origin, args: PortraitArgs) -> PortraitSpec:
+        """Every check of a portrait request, before any upload is read: allowlist, sizes, then ban and prompt
+        policy (the preset spec screened with the prompt, so a fusion can't hide a term, and before a preset
+        name is ever echoed), then presets and format. The spec is what `portrait` enqueues."""
+        self._admit(origin)
+        args = check_portrait_args(args, max_prompt_chars=self.settings.max_prompt_chars)
+        await self._screen(origin, args.prompt, context=args.preset)
+        return portrait_spec(args, self.presets)
 
     async def reroll(self, origin: Origin, result_id: str, *, key: str | None = None) -> Ticket:
         """A new image of the same request (an edit is re-run with a new seed)."""
@@ -137,9 +128,11 @@ class BotCore:
         *,
         key: str | None = None,
     ) -> Ticket:
-        """An edit of a result ("make the hair blue"), screened together with the request that made it."""
-        await self.check_may_change(origin, result_id, instruction)
-        return await self.queue.submit_edit(origin, result_id, instruction, mask, idempotency_key=key)
+        """An edit of a result ("make the hair blue"): parsed once, screened together with the request that
+        made the result, then enqueued as parsed."""
+        spec = edit_spec(instruction, has_mask=mask is not None, max_chars=self.settings.max_prompt_chars)
+        await self.check_may_change(origin, result_id, spec.instruction.text)
+        return await self.queue.submit_edit(origin, result_id, spec, mask, idempotency_key=key)
 
     async def check_may_change(self, origin: Origin, result_id: str, instruction: str = "") -> None:
         """Raise (`NotAllowed`, `Banned`, `NotRequester`, `ResultExpired`, `PromptRefused`, ...) unless `origin`'s
@@ -261,16 +254,13 @@ class BotCore:
             return ResultMessage(text=error_text(delivery.user_message, delivery.job_id))
         result = delivery.result
         meta = result.metadata
-        scores = meta.get("likeness_scores") or [None] * len(result.seeds)
-        text = "\n".join(
-            caption(meta, seed, score)  # type: ignore[arg-type]
-            for seed, score in zip(result.seeds, scores, strict=False)
-        )
+        scores = meta.likeness_scores or (None,) * len(result.seeds)
+        text = "\n".join(caption(meta, seed, score) for seed, score in zip(result.seeds, scores, strict=False))
         decision, warning = await self.screening(result, delivery.origin)
         if decision is Decision.WITHHOLD:
             return ResultMessage(text=warning or "", result_id=result.result_id, owners=result.request.owners)
         images = await self._images(result)
-        notices = tuple(str(n) for n in meta.get("notices", []))  # type: ignore[union-attr]
+        notices = meta.notices
         if warning:
             notices += (warning,)
         if notices:
@@ -287,9 +277,8 @@ class BotCore:
 
     async def screening(self, result: ResultRecord, origin: Origin) -> tuple[Decision, str | None]:
         """The output guard's verdict for showing `result` at `origin`, with the text for the user."""
-        scores = result.metadata.get("nsfw_scores") or []
         place = await self._place(origin)
-        decision = decide(max(scores, default=0.0), place, self.settings)  # type: ignore[type-var]
+        decision = decide(max(result.metadata.nsfw_scores, default=0.0), place, self.settings)
         return decision, notice(decision, place, self.settings)
 
     async def _images(self, result: ResultRecord) -> tuple[bytes, ...]:
@@ -312,28 +301,6 @@ class BotCore:
 
     def _admit(self, origin: Origin) -> None:
         self.access.check(origin.user_id, origin.chat_id, origin.extra.get("guild_id"))
-
-    async def _checked(self, origin: Origin, args: PortraitArgs) -> PortraitParams:
-        """Every check of a portrait request before any upload is read: allowlist, sizes, then ban and prompt
-        policy (the spec screened with the prompt, so a fused preset can't hide a term), then the preset spec
-        (known presets, fusion) and the format. Returns what the queue stores."""
-        self._admit(origin)
-        spec = args.preset.strip()
-        if not spec:
-            raise InvalidPresetSpec(
-                message="Which style? Write a preset after the command, e.g. `ghibli`. See /presets."
-            )
-        if len(spec) > MAX_SPEC_CHARS:
-            raise InvalidPresetSpec(message="That style is too long. Write a preset like `ghibli`; see /presets.")
-        if not 1 <= args.count <= MAX_COUNT:
-            raise UserError(message=f"I can make 1 to {MAX_COUNT} images at a time.")
-        prompt = args.prompt.strip()
-        if len(prompt) > self.settings.max_prompt_chars:
-            raise PromptTooLong(length=len(prompt), limit=self.settings.max_prompt_chars)
-        await self._screen(origin, prompt, context=spec)  # first: an unknown preset's answer echoes its name
-        resolved = self.presets.resolve(spec).spec
-        fmt = None if args.format is None else get_format(args.format).name
-        return PortraitParams(preset=resolved, prompt=prompt, format=fmt, count=args.count)
 
     async def _screen(self, origin: Origin, prompt: str, *, context: str = "") -> None:
         """Ban list and prompt policy (with the community's extra words); refusals are audited. `context` (a

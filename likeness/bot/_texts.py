@@ -10,7 +10,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from likeness.errors import echo, strip_controls
-from likeness.presets import FORMATS, Preset
+from likeness.presets import Preset
+from likeness.queue import ResultMeta
+from likeness.requests import FORMATS
 
 __all__ = [
     "EDIT_HOWTO",
@@ -76,12 +78,12 @@ def progress_text(step: int, total: int) -> str:
     return f"🎨 Painting… {pct}% " + "▰" * filled + "▱" * (10 - filled)
 
 
-def caption(metadata: Mapping[str, Any], seed: int, score: float | None) -> str:
-    """Caption under a result: preset, seed, likeness score."""
-    title = metadata.get("preset_title") or metadata.get("preset") or "portrait"
-    parts = [echo(str(title), 80), f"seed {seed}"]
-    if metadata.get("instruction"):
-        parts.insert(1, f"“{echo(str(metadata['instruction']), 100)}”")
+def caption(metadata: ResultMeta, seed: int, score: float | None) -> str:
+    """Caption under a result: preset title, the edit's instruction, seed (type it back with `seed:`), likeness."""
+    title = metadata.preset_title or metadata.preset or "portrait"
+    parts = [echo(title, 80), f"seed {seed}"]
+    if metadata.instruction:
+        parts.insert(1, f"“{echo(metadata.instruction, 100)}”")
     parts.append(f"Likeness {score:.0f} %" if score is not None else "Likeness n/a")
     return " · ".join(parts)
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import re
-import secrets
 import sys
 from pathlib import Path
 
@@ -43,23 +42,22 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace, settings: Settings) -> int:
-    from likeness.errors import PromptTooLong
-    from likeness.generation._provenance import encode_with_provenance
     from likeness.images import load_image
-    from likeness.presets import PresetCatalog, get_format
+    from likeness.presets import PresetCatalog
+    from likeness.provenance import encode_with_provenance
+    from likeness.requests import SEED_LIMIT, PortraitArgs, check_portrait_args, portrait_spec, request_seeds
 
     if not 1 <= args.count <= MAX_IMAGES:
         return _fail(f"--count must be between 1 and {MAX_IMAGES}")
-    if args.seed is not None and not 0 <= args.seed < 2**63 - MAX_IMAGES:
-        return _fail("--seed must be a non-negative integer below 2**63")
+    if args.seed is not None and not 0 <= args.seed < SEED_LIMIT:
+        return _fail(f"--seed must be between 0 and {SEED_LIMIT - 1}")
     if args.identity is not None and not 0.0 <= args.identity <= 1.5:
         return _fail("--identity must be between 0 and 1.5")
-    if len(args.prompt) > settings.max_prompt_chars:
-        raise PromptTooLong(length=len(args.prompt), limit=settings.max_prompt_chars)
-    if args.format is not None:
-        get_format(args.format)
-    # The same catalog the engine loads; resolving first reports a bad preset before the slow load.
-    preset = PresetCatalog.load(settings.presets_dir).resolve(args.preset)
+    # The same checks as a chat request (the count aside: up to MAX_IMAGES here), before the slow model load.
+    catalog = PresetCatalog.load(settings.presets_dir)
+    asked = PortraitArgs(preset=args.preset, prompt=args.prompt, format=args.format, seed=args.seed)
+    spec = portrait_spec(check_portrait_args(asked, max_prompt_chars=settings.max_prompt_chars), catalog)
+    preset = catalog.resolve(spec.preset)
     try:
         data = args.selfie.read_bytes()
     except OSError as exc:
@@ -71,7 +69,7 @@ def _generate(args: argparse.Namespace, settings: Settings) -> int:
         return _fail(f"cannot create {args.output}: {exc.strerror or exc}")
 
     _quiet_libraries()
-    from likeness.generation import Engine, PortraitRequest, get_model_spec
+    from likeness.generation import PortraitRequest, get_model_spec, load_engine
 
     if get_model_spec(settings.model, settings.models_file).tiny:
         import torch
@@ -79,19 +77,17 @@ def _generate(args: argparse.Namespace, settings: Settings) -> int:
         # Tiny tensors gain nothing from threads, and on a busy machine threads thrash (10× slower).
         torch.set_num_threads(1)
 
-    first = secrets.randbelow(2**32) if args.seed is None else args.seed
-    seeds = tuple(range(first, first + args.count))
-    engine = Engine.load(settings)
+    engine = load_engine(settings)
     try:
         request = PortraitRequest(
             selfie=selfie,
             preset=preset,
-            prompt=args.prompt,
-            format=args.format,
-            seeds=seeds,
+            prompt=spec.prompt,
+            format=spec.format,
+            seeds=request_seeds(args.count, spec.seed),
             identity_scale=args.identity,
         )
-        result = engine.portrait(request, progress=_progress if sys.stderr.isatty() else None)
+        (result,) = engine.portrait_batch([request], [_progress if sys.stderr.isatty() else None])
     finally:
         engine.close()
     if sys.stderr.isatty():

@@ -7,7 +7,8 @@ import sys
 
 from likeness.config import Settings
 from likeness.errors import ConfigError
-from likeness.presets import FORMATS, PresetCatalog
+from likeness.presets import PresetCatalog
+from likeness.requests import FORMATS
 
 __all__ = ["add_arguments", "run"]
 

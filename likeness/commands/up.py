@@ -78,13 +78,13 @@ async def _up(settings: Settings, *, playground: bool) -> int:
 
 
 async def _serve(settings: Settings, *, playground: bool, private_redis: bool) -> int:
-    from likeness.generation import Engine
-    from likeness.queue._worker import LikenessWorker, worker_settings
+    from likeness.generation import load_engine
+    from likeness.worker import LikenessWorker, worker_settings
 
     print(f"Loading model “{settings.model}”…", flush=True)
     loop = asyncio.get_running_loop()
     try:
-        engine = await loop.run_in_executor(None, Engine.load, settings)
+        engine = await loop.run_in_executor(None, load_engine, settings)
     except ModelUnavailable as exc:
         print(
             f"{exc.user_message}\nTo try Likeness without weights, run: LIKENESS_MODEL=tiny likeness up",

@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from redis.exceptions import ConnectionError as RedisConnectionError
 
     from likeness.errors import LikenessError
-    from likeness.queue._worker import run_worker, worker_settings
+    from likeness.worker import run_worker, worker_settings
 
     log = logging.getLogger("likeness.worker")
     try:
@@ -52,7 +52,7 @@ async def _check(settings: Settings) -> int:
     from arq.constants import default_queue_name, health_check_key_suffix
     from redis.exceptions import RedisError
 
-    from likeness.queue._worker import worker_settings
+    from likeness.worker import worker_settings
 
     try:
         redis = await create_pool(worker_settings(settings)["redis_settings"], retry=0)

@@ -10,25 +10,45 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 from PIL import Image
 
-from likeness.generation._errors import service_errors
-from likeness.generation._faces import FaceAnalysis
-from likeness.generation._identity import identity_embeds, identity_metadata
-from likeness.generation._loading import make_scheduler
+from likeness.generation._accelerator import service_errors
+from likeness.generation._clipseg import TextMasker
+from likeness.generation._faces import Face, FaceAnalysis
+from likeness.generation._identity import SelfieFaces, identity_embeds, identity_metadata
+from likeness.generation._loading import LoadedModel, make_scheduler
 from likeness.generation._masks import EditMask, MaskProvider, composite, mask_from_probabilities, mask_from_user_image
+from likeness.generation._plans import Plan, plan_for
 from likeness.generation._prompts import PromptEmbeds, encode_parts, render_parts
-from likeness.instructions import EditInstruction
+from likeness.generation._registry import ModelSpec
+from likeness.generation._types import EditRequest, GenerationResult, PortraitRequest, ProgressFn
 from likeness.presets import EffectivePreset
 
-if TYPE_CHECKING:
-    from likeness.generation._engine import Engine, GenerationResult, ProgressFn
 
-__all__ = ["VARIATION_STRENGTH", "EditRequest", "edit", "variation"]
+class EditEngine(Protocol):
+    """What edits need of the engine that runs them (`EditEngine`)."""
+
+    spec: ModelSpec
+    model: LoadedModel
+    model_key: str
+    faces: SelfieFaces
+
+    @property
+    def masker(self) -> TextMasker: ...
+
+    @property
+    def img2img(self) -> Any: ...
+
+    @property
+    def inpaint(self) -> Any: ...
+
+    def score(self, reference: Face, image: Image.Image) -> float | None: ...
+
+
+__all__ = ["VARIATION_STRENGTH", "EditEngine", "edit", "variation"]
 
 log = logging.getLogger(__name__)
 
@@ -39,27 +59,8 @@ _CROP_BELOW = 0.3
 _CROP_PADDING = 0.06  # × short side
 
 
-@dataclass
-class EditRequest:
-    """One edit of `source` (a previous result): what to change, whose face, in which style.
-
-    `instruction` comes from `likeness.instructions.parse_instruction` (with `has_mask=True` when `mask` is
-    given). `mask` is the user's mask image (white = change), same aspect ratio as `source`. `strength`
-    overrides the instruction's hint. Each seed gives one image.
-    """
-
-    source: Image.Image
-    selfie: Image.Image
-    instruction: EditInstruction
-    preset: EffectivePreset
-    mask: Image.Image | None = None
-    seeds: tuple[int, ...] = (0,)
-    identity_scale: float | None = None
-    strength: float | None = None
-
-
 def edit(
-    engine: Engine, request: EditRequest, progress: ProgressFn | None = None, *, masker: MaskProvider | None = None
+    engine: EditEngine, request: EditRequest, progress: ProgressFn | None = None, *, masker: MaskProvider | None = None
 ) -> GenerationResult:
     """Apply `request.instruction` to `request.source`, one image per seed.
 
@@ -110,7 +111,7 @@ def edit(
 
 
 def variation(
-    engine: Engine,
+    engine: EditEngine,
     source: Image.Image,
     selfie: Image.Image,
     preset: EffectivePreset,
@@ -148,12 +149,12 @@ def variation(
 
 
 def _finish(
-    engine: Engine, face: FaceAnalysis, images: list[Image.Image], seeds: list[int], meta: dict[str, Any]
+    engine: EditEngine, face: FaceAnalysis, images: list[Image.Image], seeds: list[int], meta: dict[str, Any]
 ) -> GenerationResult:
     """The one place edit and variation results are assembled: likeness scores and face notices join here."""
     from likeness.generation._engine import GenerationResult
 
-    meta.update(identity_metadata(face, [engine._score(face.face, image) for image in images]))
+    meta.update(identity_metadata(face, [engine.score(face.face, image) for image in images]))
     return GenerationResult(images=images, seeds=seeds, metadata=meta)
 
 
@@ -164,7 +165,7 @@ def _strength(value: float) -> float:
 
 
 def _generate(
-    engine: Engine,
+    engine: EditEngine,
     *,
     source: Image.Image,
     face: FaceAnalysis,
@@ -178,11 +179,12 @@ def _generate(
     progress: ProgressFn | None,
 ) -> tuple[list[Image.Image], dict[str, Any]]:
     """Run img2img (mask None) or inpaint over `source`; returns images at the source's size and metadata."""
-    from likeness.generation._engine import PortraitRequest
-
-    # The engine's plan gives this preset's steps, guidance, scheduler, identity scale and LoRAs.
-    plan = engine._plan(
-        PortraitRequest(selfie=face.crop, preset=preset, prompt=user_prompt, seeds=seeds, identity_scale=identity_scale)
+    # The portrait plan gives this preset's steps, guidance, scheduler, identity scale and LoRAs.
+    plan = plan_for(
+        engine.spec,
+        PortraitRequest(
+            selfie=face.crop, preset=preset, prompt=user_prompt, seeds=seeds, identity_scale=identity_scale
+        ),
     )
     parts = [
         (w, p, f"{n}, {extra_negative}" if n and extra_negative else n or extra_negative)
@@ -220,7 +222,6 @@ def _generate(
         "loras": [
             {"source": lora.source, "weight_name": lora.weight_name, "weight": lora.weight} for lora in plan.loras
         ],
-        "seeds": list(seeds),
         "identity_adapter": engine.spec.identity_adapter.kind,
         "padding_mask_crop": padding,
     }
@@ -228,8 +229,8 @@ def _generate(
 
 
 def _run(
-    engine: Engine,
-    plan: Any,
+    engine: EditEngine,
+    plan: Plan,
     parts: list[tuple[float, str, str]],
     source: Image.Image,
     face: FaceAnalysis,

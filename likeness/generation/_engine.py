@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import hashlib
 import logging
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field, replace
@@ -15,24 +14,23 @@ from PIL import Image
 from likeness.config import Settings
 from likeness.errors import ConfigError
 from likeness.generation import _edits
+from likeness.generation._accelerator import free_accelerator_memory, service_errors
 from likeness.generation._best_of import Candidate, Selection, needs_retry, retry_identity_strength, select_best
 from likeness.generation._clipseg import TextMasker
-from likeness.generation._edits import EditRequest
-from likeness.generation._errors import free_accelerator_memory, service_errors
 from likeness.generation._faces import Face, FaceAnalysis, FaceAnalyzer, load_face_analyzer
 from likeness.generation._identity import SelfieFaces, identity_embeds, identity_metadata
 from likeness.generation._loading import LoadedModel, load_model, make_scheduler
-from likeness.generation._prompts import PromptEmbeds, encode_parts, render_parts
+from likeness.generation._plans import Plan, plan_for
+from likeness.generation._prompts import PromptEmbeds, encode_parts
 from likeness.generation._registry import FACEID_BACKENDS, ModelSpec, get_model_spec
 from likeness.generation._scoring import likeness_score
-from likeness.presets import EffectivePreset, LoraRef, PresetCatalog, get_format, size_for
+from likeness.generation._types import EditRequest, Engine, GenerationResult, PortraitRequest, ProgressFn
+from likeness.presets import EffectivePreset, PresetCatalog
+from likeness.requests import candidate_seeds
 
-__all__ = ["Engine", "GenerationResult", "LikenessScorer", "PortraitRequest", "ProgressFn"]
+__all__ = ["LikenessScorer", "StableDiffusionEngine", "load_engine"]
 
 log = logging.getLogger(__name__)
-
-ProgressFn = Callable[[int, int], None]
-"""`(step, total_steps)`, called from the generating thread after each denoising step."""
 
 LikenessScorer = Callable[[Face, Image.Image], float | None]
 """`(selfie's face, output) -> likeness %` or `None` when the output has no face."""
@@ -40,60 +38,14 @@ LikenessScorer = Callable[[Face, Image.Image], float | None]
 _LAYERS = ("down", "mid", "up")
 
 
-@dataclass
-class PortraitRequest:
-    """One portrait job: a validated RGB selfie, a resolved preset, and the user's choices."""
-
-    selfie: Image.Image
-    preset: EffectivePreset
-    prompt: str = ""
-    format: str | None = None
-    seeds: tuple[int, ...] = (0,)
-    identity_scale: float | None = None
-    best_of: int | None = None
-    """Candidates per returned image; None: the preset's `best_of`, else `settings.best_of`."""
+def load_engine(settings: Settings, **options: Any) -> Engine:
+    """The engine of `settings.model`'s family, loaded (see `StableDiffusionEngine.load` for `options`)."""
+    return StableDiffusionEngine.load(settings, **options)
 
 
-@dataclass
-class GenerationResult:
-    """Images (one per seed, in order) and JSON-able metadata describing how they were made."""
-
-    images: list[Image.Image]
-    seeds: list[int]
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class _Plan:
-    """Everything a request needs except its selfie; `key` is what batch-mates must share."""
-
-    format: str
-    width: int
-    height: int
-    steps: int
-    guidance: float
-    scheduler: str
-    identity_scale: float
-    layer_scales: tuple[tuple[str, float], ...]  # empty: one scale everywhere
-    loras: tuple[LoraRef, ...]
-    parts: tuple[tuple[float, str, str], ...]
-
-    @property
-    def key(self) -> Hashable:
-        lora_set = tuple(sorted((lora.key, round(lora.weight, 4)) for lora in self.loras))
-        return (self.width, self.height, self.steps, self.guidance, self.scheduler, self.ip_scale_key, lora_set)
-
-    @property
-    def ip_scale_key(self) -> Hashable:
-        return self.layer_scales or self.identity_scale
-
-    def ip_scale(self) -> float | dict[str, float]:
-        """The argument of diffusers' `set_ip_adapter_scale` (its per-block dict form with identity layers)."""
-        return dict(self.layer_scales) if self.layer_scales else self.identity_scale
-
-
-class Engine:
-    """Loads one model once and turns portrait requests into images. Not thread-safe: one call at a time."""
+class StableDiffusionEngine:
+    """The SD 1.5 / SDXL family with an IP-Adapter for identity: loads one model once and turns requests into
+    images. Implements `Engine`. Not thread-safe: one call at a time."""
 
     def __init__(
         self,
@@ -116,7 +68,7 @@ class Engine:
     @classmethod
     def load(
         cls, settings: Settings, *, face_analyzer: FaceAnalyzer | None = None, scorer: LikenessScorer | None = None
-    ) -> Engine:
+    ) -> StableDiffusionEngine:
         """Load `settings.model` with its identity adapter and the face analyzer (slow, once per process).
 
         `face_analyzer` defaults to `load_face_analyzer(settings)`; `scorer` (likeness of an output to the
@@ -150,33 +102,8 @@ class Engine:
 
     # --- planning -------------------------------------------------------------------------------
 
-    def _plan(self, request: PortraitRequest) -> _Plan:
-        if not request.seeds:
-            raise ValueError("a portrait request needs at least one seed")
-        for seed in request.seeds:
-            if not 0 <= seed < 2**63:
-                raise ValueError(f"seed {seed} is outside 0..2**63-1")
-        defaults = request.preset.defaults
-        fmt = get_format(request.format or defaults.format)
-        width, height = size_for(fmt, self.spec.base, self.spec.multiple)
-        steps = min(defaults.steps, self.spec.max_steps) if self.spec.max_steps else defaults.steps
-        scheduler = defaults.scheduler if defaults.scheduler != "default" else self.spec.scheduler
-        strength = defaults.identity_strength
-        scale = strength if request.identity_scale is None else float(request.identity_scale)
-        if not 0.0 <= scale <= 1.5:
-            raise ValueError(f"identity_scale must be within 0..1.5, got {scale}")
-        return _Plan(
-            format=fmt.name,
-            width=width,
-            height=height,
-            steps=steps,
-            guidance=float(defaults.guidance),
-            scheduler=scheduler,
-            identity_scale=scale,
-            layer_scales=_layer_scales(request.preset, scale),
-            loras=request.preset.loras,
-            parts=tuple(render_parts(request.preset, request.prompt, fmt.framing)),
-        )
+    def _plan(self, request: PortraitRequest) -> Plan:
+        return plan_for(self.spec, request)
 
     def batch_key(self, request: PortraitRequest) -> Hashable:
         """Equal keys may share one diffusers call: same LoRAs, size, steps, guidance, scheduler, identity scale."""
@@ -216,7 +143,7 @@ class Engine:
             faces = [self.faces.analyze(request.selfie) for request in requests]
             # 1. Every request's candidates in one call (without best-of, its own seeds are the candidates).
             first = [
-                replace(request, seeds=_candidate_seeds(request.seeds, n, attempt=1))
+                replace(request, seeds=candidate_seeds(request.seeds, n, attempt=1))
                 for request, n in zip(requests, counts, strict=True)
             ]
             images = self._run(first, plans, faces, fns)
@@ -225,7 +152,7 @@ class Engine:
                 requests, first, plans, faces, counts, _split(images, first), strict=True
             ):
                 if n == 1:
-                    scores = [self._score(face.face, image) for image in tried]
+                    scores = [self.score(face.face, image) for image in tried]
                     outcomes.append(_Outcome(tried, list(request.seeds), scores, [plan.identity_scale]))
                     continue
                 candidates = [Candidate(image, seed) for image, seed in zip(tried, batched.seeds, strict=True)]
@@ -261,7 +188,7 @@ class Engine:
     def _retry(
         self,
         requests: list[PortraitRequest],
-        plans: list[_Plan],
+        plans: list[Plan],
         faces: list[FaceAnalysis],
         counts: list[int],
         outcomes: list[_Outcome],
@@ -274,11 +201,11 @@ class Engine:
         """
         groups: dict[Hashable, list[int]] = {}
         again: list[PortraitRequest] = []
-        again_plans: list[_Plan] = []
+        again_plans: list[Plan] = []
         for i, (request, plan, n) in enumerate(zip(requests, plans, counts, strict=True)):
             raised = replace(
                 request,
-                seeds=_candidate_seeds(request.seeds, n, attempt=2),
+                seeds=candidate_seeds(request.seeds, n, attempt=2),
                 identity_scale=retry_identity_strength(plan.identity_scale),
             )
             again.append(raised)
@@ -301,9 +228,9 @@ class Engine:
         return retried
 
     def _scorer_for(self, reference: Face) -> Callable[[Image.Image], float | None]:
-        return lambda image: self._score(reference, image)
+        return lambda image: self.score(reference, image)
 
-    def _score(self, reference: Face, image: Image.Image) -> float | None:
+    def score(self, reference: Face, image: Image.Image) -> float | None:
         """Likeness of `image` to the selfie's face; a scoring failure must not lose the images (None)."""
         try:
             return self.scorer(reference, image)
@@ -320,7 +247,7 @@ class Engine:
     def _run(
         self,
         requests: list[PortraitRequest],
-        plans: list[_Plan],
+        plans: list[Plan],
         faces: list[FaceAnalysis],
         progress: list[ProgressFn],
     ) -> list[Image.Image]:
@@ -365,7 +292,7 @@ class Engine:
         return list(output.images)
 
     def _metadata(
-        self, request: PortraitRequest, plan: _Plan, face: FaceAnalysis, outcome: _Outcome, best_of: int
+        self, request: PortraitRequest, plan: Plan, face: FaceAnalysis, outcome: _Outcome, best_of: int
     ) -> dict[str, Any]:
         main = max(plan.parts, key=lambda part: part[0])
         meta: dict[str, Any] = {
@@ -387,7 +314,6 @@ class Engine:
             "loras": [
                 {"source": lora.source, "weight_name": lora.weight_name, "weight": lora.weight} for lora in plan.loras
             ],
-            "seeds": list(outcome.seeds),
         }
         meta.update(identity_metadata(face, outcome.scores))
         if outcome.selection is not None:
@@ -443,28 +369,6 @@ class Engine:
         free_accelerator_memory()
 
 
-def _layer_scales(preset: EffectivePreset, scale: float) -> tuple[tuple[str, float], ...]:
-    """Per-block identity scales: the preset's `identity_layers`, scaled along with the overall scale.
-
-    The preset's layer values belong with its `identity_strength`; a request asking for another
-    overall scale multiplies every layer by the same ratio (blocks a preset leaves out use the
-    overall scale). Without layers, one scale applies everywhere.
-    """
-    layers = preset.defaults.identity_layers
-    if not layers:
-        return ()
-    unknown = set(layers) - set(_LAYERS)
-    if unknown:
-        raise ConfigError(
-            message=f"preset {preset.spec}: identity_layers may only name {', '.join(_LAYERS)}, not {sorted(unknown)}"
-        )
-    strength = preset.defaults.identity_strength
-    ratio = scale / strength if strength > 0 else None
-    return tuple(
-        (name, round(layers[name] * ratio, 6) if name in layers and ratio is not None else scale) for name in _LAYERS
-    )
-
-
 @dataclass
 class _Outcome:
     """What one request gets back: images and seeds (chosen ones under best-of), scores, identity strengths."""
@@ -500,21 +404,3 @@ def _split(images: list[Image.Image], requests: Sequence[PortraitRequest]) -> li
         out.append(images[start : start + len(request.seeds)])
         start += len(request.seeds)
     return out
-
-
-def _candidate_seeds(seeds: tuple[int, ...], n: int, *, attempt: int) -> tuple[int, ...]:
-    """`n` candidate seeds per asked seed, derived from the asked ones so the same request repeats itself.
-
-    The first try starts with the asked seeds themselves (best-of-1 is the plain request); further
-    candidates and the retry's get seeds hashed from (asked seeds, try, index), in 0..2**63-1.
-    """
-    if n == 1 and attempt == 1:
-        return seeds
-    base = list(seeds) if attempt == 1 else []
-    extra = len(seeds) * n - len(base)
-    salt = ",".join(map(str, seeds))
-    derived = [
-        int.from_bytes(hashlib.blake2b(f"{salt}|{attempt}|{i}".encode(), digest_size=8).digest(), "big") >> 1
-        for i in range(extra)
-    ]
-    return tuple(base + derived)

@@ -8,7 +8,7 @@ from typing import Any
 from PIL import Image
 
 from likeness.generation._nsfw import NsfwGuard
-from likeness.generation._provenance import encode_with_provenance
+from likeness.provenance import encode_with_provenance
 
 __all__ = ["finish_images"]
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from likeness.presets._formats import FORMATS
+from likeness.requests import FORMATS
 
 __all__ = ["EffectivePreset", "GenerationDefaults", "LoraRef", "Preset", "PromptPart", "render_prompt"]
 

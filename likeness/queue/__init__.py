@@ -3,7 +3,7 @@
 Bots (torch-free):
 
     async with QueueClient(settings) as queue:
-        ticket = await queue.submit_portrait(origin, selfie_bytes, PortraitParams(preset="ghibli"),
+        ticket = await queue.submit_portrait(origin, selfie_bytes, spec,    # a likeness.requests.PortraitSpec
                                              idempotency_key=message_id)   # UserError -> tell the user
         async for event in queue.progress(ticket.job_id):                  # queued/started/step/... in order
             ...
@@ -14,45 +14,57 @@ Bots (torch-free):
             ...                                                             # send, then:
             await deliveries.ack(delivery)
 
-Workers run `likeness worker` (`likeness.queue._worker`, the only module here that imports the engine).
-Every Redis key name: `likeness.queue.keys` (the registry). Redis failures reach bots as `QueueUnavailable`.
+The client and the protocol both sides share; workers are `likeness.worker`. Every Redis key name:
+`likeness.queue.keys` (the registry). Redis failures reach bots as `QueueUnavailable`; `outlasting_outage`
+rides out a Redis restart for writes that must not fail once a message is out.
 """
 
 from likeness.queue import _keys as keys
-from likeness.queue._admission import FAIR_OFFSET_MS
+from likeness.queue._abuse import AbuseLog, AuditEvent, BanInfo
+from likeness.queue._admission import Admission
+from likeness.queue._blobs import BlobStore
 from likeness.queue._client import QueueClient
 from likeness.queue._delivery import DeliveryConsumer, append_delivery
 from likeness.queue._models import (
     Delivery,
-    EditParams,
     JobKind,
     JobPayload,
     Origin,
     Platform,
-    PortraitParams,
     ProgressEvent,
     QueueStats,
+    ResultMeta,
     ResultRecord,
     Stage,
     Ticket,
 )
+from likeness.queue._progress import add_progress
+from likeness.queue._redis import REDIS_DOWN, outlasting_outage, redis_errors, worker_retry
 
 __all__ = [
-    "FAIR_OFFSET_MS",
+    "REDIS_DOWN",
+    "AbuseLog",
+    "Admission",
+    "AuditEvent",
+    "BanInfo",
+    "BlobStore",
     "Delivery",
     "DeliveryConsumer",
-    "EditParams",
     "JobKind",
     "JobPayload",
     "Origin",
     "Platform",
-    "PortraitParams",
     "ProgressEvent",
     "QueueClient",
     "QueueStats",
+    "ResultMeta",
     "ResultRecord",
     "Stage",
     "Ticket",
+    "add_progress",
     "append_delivery",
     "keys",
+    "outlasting_outage",
+    "redis_errors",
+    "worker_retry",
 ]

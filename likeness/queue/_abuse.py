@@ -18,8 +18,8 @@ from typing import Any, Literal, get_args
 
 import redis.asyncio as aioredis
 
-from likeness.queue._errors import redis_errors
 from likeness.queue._keys import AUDIT_STREAM, BANS_KEY
+from likeness.queue._redis import redis_errors
 
 __all__ = ["AUDIT_STREAM", "BANS_KEY", "SAFETY_RULES", "AbuseLog", "AuditEvent", "BanInfo", "EventKind"]
 

@@ -37,7 +37,7 @@ from likeness.config import Settings
 from likeness.errors import QueueFull, RateLimited, TooManyActiveJobs
 from likeness.queue import _keys
 
-__all__ = ["DEFAULT_JOB_S", "FAIR_OFFSET_MS", "Admission", "Reservation"]
+__all__ = ["DEFAULT_JOB_S", "Admission", "Reservation"]
 
 FAIR_OFFSET_MS = 3600 * 1000
 DEFAULT_JOB_S = 20.0

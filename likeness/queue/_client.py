@@ -10,56 +10,35 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import ParamSpec, TypeVar
 
 from arq.connections import ArqRedis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import OutOfMemoryError, ResponseError, WatchError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import ResponseError
 
 from likeness.config import Settings
-from likeness.errors import (
-    PromptTooLong,
-    QueueFull,
-    QueueUnavailable,
-    ResultExpired,
-)
+from likeness.errors import QueueUnavailable, ResultExpired
 from likeness.images import prepare_mask, prepare_selfie, sniff_image
-from likeness.instructions import parse_instruction
-from likeness.presets import PresetCatalog, get_format
 from likeness.queue import _keys
 from likeness.queue._admission import Admission
 from likeness.queue._blobs import BlobStore
 from likeness.queue._models import (
-    MAX_COUNT,
-    EditParams,
     JobKind,
     JobPayload,
     Origin,
-    PortraitParams,
     ProgressEvent,
     QueueStats,
     ResultRecord,
     Ticket,
 )
 from likeness.queue._progress import add_progress, publish_progress
-from likeness.queue._redis import timed_pool
+from likeness.queue._redis import REDIS_DOWN, outlasting_outage, timed_pool, translated
+from likeness.requests import MAX_COUNT, EditSpec, PortraitSpec, request_seeds
 
 __all__ = ["QueueClient"]
 
-_P = ParamSpec("_P")
-_T = TypeVar("_T")
-# WatchError: arq's enqueue_job WATCHes the job key and handles a real conflict itself; one that escapes is
-# redis-py reporting a connection lost while watching (Redis restarting).
-_REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, WatchError, ConnectionError, OSError)
-
-_ENQUEUE_RETRIES_S = (0.1, 0.3, 1.0, 2.0)
 
 # KEYS: arq queue, arq in-progress key, arq job key. ARGV: job id. Removes a job that has not started.
 _REMOVE_QUEUED = """
@@ -85,19 +64,6 @@ return position
 """
 
 
-def _translated(fn: Callable[_P, Awaitable[_T]]) -> Callable[_P, Awaitable[_T]]:
-    @functools.wraps(fn)
-    async def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _T:
-        try:
-            return await fn(*args, **kwargs)
-        except OutOfMemoryError as exc:  # Redis at `maxmemory` (noeviction): refuse new work, keep what is queued
-            raise QueueFull(retry_after=60) from exc
-        except _REDIS_DOWN as exc:
-            raise QueueUnavailable() from exc
-
-    return wrapper
-
-
 class QueueClient:
     """Submit and follow portrait jobs. Use as `async with QueueClient(settings) as queue:`.
 
@@ -110,9 +76,8 @@ class QueueClient:
     `QueueUnavailable` within seconds instead of leaving a request hanging.
     """
 
-    def __init__(self, settings: Settings, *, presets: PresetCatalog | None = None) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.presets = presets or PresetCatalog.load(settings.presets_dir)
         # Stale connections (Redis restarted) are retried on a fresh one, so the client recovers by itself; a
         # reply that does not come within `redis_timeout_s` fails at once (a frozen Redis).
         self._pool = timed_pool(settings.redis_dsn, reply_timeout_s=settings.redis_timeout_s)
@@ -144,18 +109,17 @@ class QueueClient:
 
     # --- submitting --------------------------------------------------------------------------------
 
-    @_translated
+    @translated
     async def submit_portrait(
-        self, origin: Origin, selfie: bytes, params: PortraitParams, *, idempotency_key: str | None = None
+        self, origin: Origin, selfie: bytes, spec: PortraitSpec, *, idempotency_key: str | None = None
     ) -> Ticket:
-        """Queue portraits of the person in `selfie` (raw upload bytes) with a preset spec and options.
+        """Queue portraits of the person in `selfie` (raw upload bytes) as `spec` asks (validated by the bot).
 
-        Raises `InvalidImage`, `UnknownPreset`, `InvalidPresetSpec`, `UnknownFormat`, `PromptTooLong` before
-        anything is stored; then the limit errors and `StorageFull`. What is stored is the decoded selfie,
-        upright, at most `max_selfie_side` px and without metadata (`prepare_selfie`), never the upload.
+        Raises `InvalidImage` before anything is stored; then the limit errors and `StorageFull`. What is stored
+        is the decoded selfie, upright, at most `max_selfie_side` px and without metadata (`prepare_selfie`),
+        never the upload.
         """
         sniff_image(selfie, max_bytes=self.settings.max_upload_bytes, max_pixels=self.settings.max_image_pixels)
-        params = self._check_portrait(params)
         async with self._reserved(origin, idempotency_key) as (job_id, dup):
             if dup is not None:
                 return dup
@@ -172,13 +136,13 @@ class QueueClient:
                 kind="portrait",
                 mode="portrait",
                 origin=origin,
-                portrait=params,
+                portrait=spec,
                 selfie_blob_id=selfie_id,
-                seeds=_seeds(params.seed, params.count),
+                seeds=request_seeds(spec.count, spec.seed),
             )
             return await self._enqueue(payload, idempotency_key)
 
-    @_translated
+    @translated
     async def submit_reroll(
         self, origin: Origin, parent_result_id: str, *, idempotency_key: str | None = None
     ) -> Ticket:
@@ -186,7 +150,7 @@ class QueueClient:
         parent = await self.get_result(parent_result_id)
         return await self._repeat(origin, parent, "reroll", len(parent.seeds), idempotency_key)
 
-    @_translated
+    @translated
     async def submit_variations(
         self,
         origin: Origin,
@@ -205,23 +169,18 @@ class QueueClient:
         source = {"mode": "variation", "source_blob_id": parent.image_blob_ids[image_index]}
         return await self._repeat(origin, parent, "variations", count, idempotency_key, source)
 
-    @_translated
+    @translated
     async def submit_edit(
         self,
         origin: Origin,
         parent_result_id: str,
-        instruction: str,
+        spec: EditSpec,
         mask: bytes | None = None,
         *,
         image_index: int = 0,
         idempotency_key: str | None = None,
     ) -> Ticket:
-        """Edit image `image_index` of a result with a natural-language instruction (and optional mask)."""
-        instruction = instruction.strip()
-        if len(instruction) > self.settings.max_prompt_chars:
-            raise PromptTooLong(length=len(instruction), limit=self.settings.max_prompt_chars)
-        # Unknown or empty instructions get examples now, not after a trip through the queue.
-        parse_instruction(instruction, has_mask=mask is not None, max_chars=self.settings.max_prompt_chars)
+        """Edit image `image_index` of a result as `spec` says (parsed by the bot; with `mask`: the user's)."""
         if mask is not None:
             sniff_image(mask, max_bytes=self.settings.max_upload_bytes, max_pixels=self.settings.max_image_pixels)
         parent = await self.get_result(parent_result_id)
@@ -230,7 +189,6 @@ class QueueClient:
         async with self._reserved(origin, idempotency_key) as (job_id, dup):
             if dup is not None:
                 return dup
-            mask_id = None
             if mask is not None:
                 prepared = await asyncio.to_thread(
                     prepare_mask,
@@ -240,23 +198,24 @@ class QueueClient:
                     max_side=self.settings.max_selfie_side,
                 )
                 mask_id = await self.blobs.put_upload(prepared, kind="mask", owner=origin.user_id)
+                spec = spec.model_copy(update={"mask_blob_id": mask_id})
             payload = JobPayload(
                 job_id=job_id,
                 kind="edit",
                 mode="edit",
                 origin=origin,
-                edit=EditParams(instruction=instruction, mask_blob_id=mask_id),
+                edit=spec,
                 selfie_blob_id=parent.request.selfie_blob_id,
                 subject_user_id=parent.request.subject,
                 source_blob_id=parent.image_blob_ids[image_index],
                 parent_result_id=parent.result_id,
-                seeds=_seeds(None, 1),
+                seeds=request_seeds(1),
             )
             return await self._enqueue(payload, idempotency_key)
 
     # --- following ----------------------------------------------------------------------------------
 
-    @_translated
+    @translated
     async def position(self, job_id: str) -> int | None:
         """1 = next to start, 0 = running, None = not in the queue (finished, failed, cancelled, unknown)."""
         position = await self.redis.eval(  # type: ignore[misc]
@@ -277,7 +236,7 @@ class QueueClient:
                 answer = await self.redis.xread({_keys.progress(job_id): last}, block=500, count=50)
                 if not answer and not await self.redis.exists(_keys.progress(job_id)):
                     return  # unknown job, or its events expired (an hour after the last one)
-            except _REDIS_DOWN as exc:
+            except REDIS_DOWN as exc:
                 raise QueueUnavailable() from exc
             for entry_id, fields in answer[0][1] if answer else []:
                 last = entry_id.decode()
@@ -289,7 +248,7 @@ class QueueClient:
             if idle_timeout_s is not None and time.monotonic() - idle_since > idle_timeout_s:
                 return
 
-    @_translated
+    @translated
     async def get_result(self, result_id: str) -> ResultRecord:
         """A finished result (request, seeds, image ids, metadata); `ResultExpired` when gone.
 
@@ -297,13 +256,13 @@ class QueueClient:
         """
         return await self.blobs.get_result(result_id)
 
-    @_translated
+    @translated
     async def get_image(self, blob_id: str) -> bytes:
         """Bytes of a stored image (a result image, a preview); `ResultExpired` when gone. Bots go through
         `BotCore`'s gate instead of calling this."""
         return await self.blobs.get(blob_id)
 
-    @_translated
+    @translated
     async def get_job(self, job_id: str) -> JobPayload | None:
         """The stored payload of a job, None once it expired."""
         raw = await self.redis.get(_keys.job(job_id))
@@ -311,7 +270,7 @@ class QueueClient:
 
     # --- cancelling and forgetting -----------------------------------------------------------------
 
-    @_translated
+    @translated
     async def cancel(self, user_id: str, job_id: str | None = None) -> list[str]:
         """Cancel one job of `user_id` (or all of their unfinished jobs); returns the cancelled job ids.
 
@@ -324,7 +283,7 @@ class QueueClient:
             await self._stop(target, user_id)
         return targets
 
-    @_translated
+    @translated
     async def forget(self, user_id: str) -> dict[str, int]:
         """Delete everything stored for `user_id`; counts per kind of data.
 
@@ -364,7 +323,7 @@ class QueueClient:
 
     # --- numbers ------------------------------------------------------------------------------------
 
-    @_translated
+    @translated
     async def stats(self) -> QueueStats:
         """Queue depth, running jobs, today's jobs and failures by cause, average job time, pending deliveries."""
         day = _keys.today()
@@ -392,13 +351,6 @@ class QueueClient:
 
     # --- internals ----------------------------------------------------------------------------------
 
-    def _check_portrait(self, params: PortraitParams) -> PortraitParams:
-        if len(params.prompt) > self.settings.max_prompt_chars:
-            raise PromptTooLong(length=len(params.prompt), limit=self.settings.max_prompt_chars)
-        preset = self.presets.resolve(params.preset)
-        fmt = None if params.format is None else get_format(params.format).name
-        return params.model_copy(update={"preset": preset.spec, "format": fmt, "prompt": params.prompt.strip()})
-
     async def _repeat(
         self,
         origin: Origin,
@@ -416,6 +368,7 @@ class QueueClient:
                 if blob_id is not None and not await self.redis.exists(_keys.blob(blob_id)):
                     raise ResultExpired()
             portrait = request.portrait.model_copy(update={"count": count, "seed": None}) if request.portrait else None
+            # (a reroll asks for new seeds: a seed the user named made the parent already)
             payload = request.model_copy(
                 update={
                     "job_id": job_id,
@@ -425,7 +378,7 @@ class QueueClient:
                     "origin": origin,
                     "portrait": portrait,
                     "parent_result_id": parent.result_id,
-                    "seeds": _seeds(None, count),
+                    "seeds": request_seeds(count),
                     "submitted_at": time.time(),
                 }
             )
@@ -443,7 +396,7 @@ class QueueClient:
         try:
             yield reservation.job_id, None
         except BaseException:
-            with contextlib.suppress(*_REDIS_DOWN):
+            with contextlib.suppress(*REDIS_DOWN):
                 await self.admission.release(origin.user_id, reservation.job_id, idem)
             raise
 
@@ -477,7 +430,7 @@ class QueueClient:
         # Queued: from here on the job runs whatever happens, so position and the first progress event
         # are best effort; a failure must not tell the user "failed" for a portrait that will arrive.
         position, eta = 1, round(avg_s, 1)
-        with contextlib.suppress(*_REDIS_DOWN):
+        with contextlib.suppress(*REDIS_DOWN):
             position = await self.position(payload.job_id) or 1
             eta = round(avg_s * position, 1)
             event = ProgressEvent(job_id=payload.job_id, stage="queued", position=position, eta_s=eta)
@@ -490,27 +443,22 @@ class QueueClient:
     async def _enqueue_arq(self, job_id: str, score_ms: int) -> None:
         """Hand the job to arq, riding out a short Redis outage (a restart): the job id makes repeats safe,
         and a repeat that finds the job already there means an earlier try got through."""
-        for delay in (*_ENQUEUE_RETRIES_S, None):
-            try:
-                await self.redis.enqueue_job(
-                    _keys.ARQ_FUNCTION,
-                    job_id,
-                    _job_id=job_id,
-                    _defer_until=datetime.fromtimestamp(score_ms / 1000, tz=UTC),
-                    # arq drops a job whose key expired without running it: keep it past the selfie's TTL,
-                    # so a very late job still runs and answers "expired" instead of vanishing.
-                    _expires=self.settings.selfie_ttl_s + 3600,
-                )
-                return
-            except _REDIS_DOWN:
-                if delay is None:
-                    raise
-                await asyncio.sleep(delay)
+        await outlasting_outage(
+            lambda: self.redis.enqueue_job(
+                _keys.ARQ_FUNCTION,
+                job_id,
+                _job_id=job_id,
+                _defer_until=datetime.fromtimestamp(score_ms / 1000, tz=UTC),
+                # arq drops a job whose key expired without running it: keep it past the selfie's TTL,
+                # so a very late job still runs and answers "expired" instead of vanishing.
+                _expires=self.settings.selfie_ttl_s + 3600,
+            )
+        )
 
     async def _queued_anyway(self, job_id: str) -> bool:
         """After a failed enqueue: True if arq got the job before the connection dropped; else delete the
         payload, so a job that will never run leaves nothing behind (if Redis is down, it expires)."""
-        with contextlib.suppress(*_REDIS_DOWN):
+        with contextlib.suppress(*REDIS_DOWN):
             if await self.redis.exists(_keys.ARQ_JOB + job_id):
                 return True
             await self.redis.delete(_keys.job(job_id))
@@ -549,8 +497,3 @@ _KINDS = (
     ("likeness:job:", "jobs"),
     ("likeness:msg:", "messages"),
 )
-
-
-def _seeds(first: int | None, count: int) -> tuple[int, ...]:
-    start = secrets.randbelow(2**32 - MAX_COUNT) if first is None else first
-    return tuple((start + i) % 2**32 for i in range(count))

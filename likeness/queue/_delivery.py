@@ -23,9 +23,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from likeness.config import Settings
 from likeness.errors import QueueUnavailable
 from likeness.queue import _keys
-from likeness.queue._errors import outlasting_outage
 from likeness.queue._models import Delivery, Platform
-from likeness.queue._redis import timed_pool
+from likeness.queue._redis import outlasting_outage, timed_pool
 
 __all__ = ["DeliveryConsumer", "append_delivery"]
 

@@ -1,27 +1,28 @@
 """Payloads that cross Redis between bots and workers: small, validated, JSON-serialisable pydantic models.
 
-Images never travel inside a payload: they are blobs in Redis referenced by id (see `_blobs.py`).
+A job carries the request exactly as the bot validated it (`likeness.requests.PortraitSpec` / `EditSpec`);
+images never travel inside a payload: they are blobs in Redis referenced by id (see `_blobs.py`).
 """
 
 from __future__ import annotations
 
 import time
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from likeness.queue import _keys
+from likeness.requests import MAX_COUNT, EditSpec, PortraitSpec
 
 __all__ = [
     "Delivery",
-    "EditParams",
     "JobKind",
     "JobPayload",
     "Origin",
     "Platform",
-    "PortraitParams",
     "ProgressEvent",
     "QueueStats",
+    "ResultMeta",
     "ResultRecord",
     "Stage",
     "Ticket",
@@ -30,8 +31,6 @@ __all__ = [
 Platform = Literal["telegram", "discord", "playground"]
 JobKind = Literal["portrait", "reroll", "edit", "variations"]
 Stage = Literal["queued", "started", "step", "done", "failed", "cancelled"]
-
-MAX_COUNT = 4
 
 
 class _Model(BaseModel):
@@ -62,25 +61,6 @@ class Origin(_Model):
         return value
 
 
-class PortraitParams(_Model):
-    """What to generate from a selfie. `preset` is a preset spec (`ghibli`, `ghibli:0.7+headshot:0.3`)."""
-
-    preset: str = Field(min_length=1, max_length=200)
-    prompt: str = Field(default="", max_length=4000, description="Free prompt; the client enforces max_prompt_chars")
-    format: str | None = Field(default=None, max_length=32, description="None: the preset's default format")
-    count: int = Field(default=1, ge=1, le=MAX_COUNT, description="Images to make (one seed each)")
-    seed: int | None = Field(default=None, ge=0, lt=2**32, description="First seed; None: random")
-    identity_scale: float | None = Field(default=None, ge=0.0, le=1.5)
-
-
-class EditParams(_Model):
-    """An edit of an existing result: a natural-language instruction and an optional mask blob."""
-
-    instruction: str = Field(min_length=1, max_length=4000)
-    mask_blob_id: str | None = Field(default=None, max_length=128)
-    seed: int | None = Field(default=None, ge=0, lt=2**32)
-
-
 class JobPayload(_Model):
     """One job as stored in Redis and handed to the worker.
 
@@ -98,8 +78,8 @@ class JobPayload(_Model):
     kind: JobKind
     mode: Literal["portrait", "edit", "variation"]
     origin: Origin
-    portrait: PortraitParams | None = None
-    edit: EditParams | None = None
+    portrait: PortraitSpec | None = None
+    edit: EditSpec | None = None
     selfie_blob_id: str | None = Field(default=None, max_length=128)
     source_blob_id: str | None = Field(
         default=None, max_length=128, description="Edits and variations: the image being edited or varied"
@@ -123,6 +103,22 @@ class JobPayload(_Model):
         return tuple(dict.fromkeys((self.user_id, self.subject)))
 
 
+class ResultMeta(_Model):
+    """What the bots show about a result (caption, notices, the NSFW decision), typed; the engine's own record
+    of how it was made (prompts, size, steps, identity, LoRAs, best-of) is kept in `details`."""
+
+    model: str
+    preset: str = Field(description="The canonical preset spec it was made with")
+    preset_title: str = Field(description="The preset's title, shown in the caption")
+    instruction: str | None = Field(default=None, description="An edit's instruction, as the user wrote it")
+    likeness_scores: tuple[float | None, ...] = Field(default=(), description="Per image: % or None (no face)")
+    nsfw_scores: tuple[float, ...] = Field(default=(), description="Per image: the output guard's probability")
+    notices: tuple[str, ...] = Field(default=(), description="Things to tell the user (e.g. several faces)")
+    batch_size: int = Field(default=1, ge=1)
+    worker: str = ""
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
 class ResultRecord(_Model):
     """A finished generation, kept `result_ttl_s`: enough to reroll or edit it later from any process."""
 
@@ -130,10 +126,10 @@ class ResultRecord(_Model):
     parent_id: str | None = None
     job_id: str = Field(min_length=1, max_length=128)
     kind: JobKind
-    request: JobPayload = Field(description="The job that made it: params, selfie, source image and seeds")
-    seeds: tuple[int, ...]
+    request: JobPayload = Field(description="The job that made it: the request spec, selfie, source image, seeds")
+    seeds: tuple[int, ...] = Field(description="Per image, the seed that made it (a best-of winner's, if any)")
     image_blob_ids: tuple[str, ...]
-    metadata: dict[str, object] = Field(default_factory=dict, description="Engine metadata (model, prompt, scores)")
+    metadata: ResultMeta
     owner_user_id: str
     origin: Origin
     created_at: float = Field(default_factory=time.time)

@@ -17,7 +17,7 @@ from likeness.bot import BotCore
 from likeness.bot.discord import LikenessClient, build_client
 from likeness.config import Settings
 from likeness.queue import QueueClient
-from likeness.queue._worker import worker_in_loop
+from likeness.worker import worker_in_loop
 from tests.fakes.discord_api import (
     APP_ID,
     BOT_USER,

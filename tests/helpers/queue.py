@@ -1,4 +1,4 @@
-"""Builders for queue tests: a fake engine that satisfies the engine contract, selfies, origins, workers.
+"""Builders for queue tests: a fake engine that implements `likeness.generation.Engine`, selfies, origins, workers.
 
 The fake engine is fast and deterministic; the prompt steers it, so subprocess workers can be steered too:
 `noface` raises NoFace, `fail` always raises GenerationFailed, `flaky` fails the first try of each seed,
@@ -22,30 +22,12 @@ from PIL import Image
 
 from likeness.config import Settings
 from likeness.errors import GenerationFailed, NoFace, OutOfMemory
+from likeness.generation import EditRequest, GenerationResult, PortraitRequest
 from likeness.presets import EffectivePreset, PresetCatalog
 from likeness.queue import Delivery, DeliveryConsumer, Origin
-from likeness.queue._worker import worker_in_loop
+from likeness.worker import worker_in_loop
 
 STEPS = 4
-
-
-@dataclass
-class FakeRequest:
-    """Same fields as `likeness.generation.PortraitRequest`."""
-
-    selfie: Image.Image
-    preset: EffectivePreset
-    prompt: str = ""
-    format: str | None = None
-    seeds: tuple[int, ...] = (0,)
-    identity_scale: float | None = None
-
-
-@dataclass
-class FakeResult:
-    images: list[Image.Image]
-    seeds: list[int]
-    metadata: dict[str, Any]
 
 
 @dataclass
@@ -63,13 +45,15 @@ class FakeEngine:
         self._lock = threading.Lock()
         self._flaky_seen: set[tuple[int, ...]] = set()
 
-    def batch_key(self, request: FakeRequest) -> Hashable:
+    def batch_key(self, request: PortraitRequest) -> Hashable:
         return (request.preset.spec, request.format or request.preset.defaults.format)
 
-    def portrait(self, request: FakeRequest, progress: Any = None) -> FakeResult:
+    def portrait(self, request: PortraitRequest, progress: Any = None) -> GenerationResult:
         return self.portrait_batch([request], [progress])[0]
 
-    def portrait_batch(self, requests: list[FakeRequest], progress: list[Any] | None = None) -> list[FakeResult]:
+    def portrait_batch(
+        self, requests: list[PortraitRequest], progress: list[Any] | None = None
+    ) -> list[GenerationResult]:
         if not self._lock.acquire(blocking=False):
             raise AssertionError("engine called from two threads at once")
         try:
@@ -77,7 +61,7 @@ class FakeEngine:
         finally:
             self._lock.release()
 
-    def _run(self, requests: list[FakeRequest], progress: list[Any]) -> list[FakeResult]:
+    def _run(self, requests: list[PortraitRequest], progress: list[Any]) -> list[GenerationResult]:
         if len({self.batch_key(r) for r in requests}) > 1:
             raise ValueError("batch keys differ")
         self.calls += 1
@@ -103,14 +87,14 @@ class FakeEngine:
 
     def variation(
         self, source: Image.Image, selfie: Image.Image, preset: EffectivePreset, seeds: tuple[int, ...] = (0,),
-        *, progress: Any = None, prompt: str = "",
-    ) -> FakeResult:  # fmt: skip
+        strength: float = 0.55, progress: Any = None, *, prompt: str = "", identity_scale: float | None = None,
+    ) -> GenerationResult:  # fmt: skip
         """Variations as the real engine makes them: one call, one image per seed, from `source`."""
-        return self.portrait_batch([FakeRequest(source, preset, f"variation {prompt}", seeds=seeds)], [progress])[0]
+        return self.portrait_batch([PortraitRequest(source, preset, f"variation {prompt}", seeds=seeds)], [progress])[0]
 
-    def edit(self, request: Any, progress: Any = None) -> FakeResult:
+    def edit(self, request: EditRequest, progress: Any = None) -> GenerationResult:
         """An edit: the source with the instruction's fingerprint (metadata records the instruction)."""
-        fake = FakeRequest(request.source, request.preset, request.instruction.text, seeds=request.seeds)
+        fake = PortraitRequest(request.source, request.preset, request.instruction.text, seeds=request.seeds)
         result = self.portrait_batch([fake], [progress])[0]
         result.metadata["instruction"] = request.instruction.text
         return result
@@ -124,14 +108,14 @@ def _sleep_of(prompt: str) -> float:
     return float(match.group(1)) if match else 0.0
 
 
-def _render(request: FakeRequest) -> FakeResult:
+def _render(request: PortraitRequest) -> GenerationResult:
     mean = request.selfie.resize((1, 1)).getpixel((0, 0))
     images = []
     for seed in request.seeds:
         tag = hashlib.sha256(f"{request.preset.spec}|{request.prompt}|{seed}".encode()).digest()
         images.append(Image.new("RGB", (32, 32), (tag[0], tag[1], mean[0])))  # type: ignore[index]
     metadata = {"model": "fake", "preset": request.preset.spec, "prompt": request.prompt}
-    return FakeResult(images=images, seeds=list(request.seeds), metadata=metadata)
+    return GenerationResult(images=images, seeds=list(request.seeds), metadata=metadata)
 
 
 def selfie(color: str = "peachpuff", size: int = 64) -> bytes:
@@ -151,8 +135,7 @@ async def running_worker(
     """An arq worker with the fake engine on this event loop, closed on exit (`overrides`: arq options)."""
     engine = engine or FakeEngine(settings)
     async with worker_in_loop(
-        settings, arq_options=overrides, engine_factory=lambda _s: engine, request_factory=FakeRequest,
-        max_tries=max_tries,
+        settings, arq_options=overrides, engine_factory=lambda _s: engine, max_tries=max_tries,
     ):  # fmt: skip
         yield engine
 

@@ -9,7 +9,7 @@ import logging
 
 from likeness.config import Settings
 from likeness.generation._nsfw import OffGuard
-from likeness.queue._worker import run_worker
+from likeness.worker import run_worker
 from tests.helpers.queue import FakeEngine, FakeRequest
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from typing import Any
 from likeness.bot import BotCore
 from likeness.config import Settings
 from likeness.queue import QueueClient
-from likeness.queue._worker import worker_in_loop
+from likeness.worker import worker_in_loop
 
 
 class Borrowed:
@@ -27,7 +27,7 @@ class Borrowed:
 
 @asynccontextmanager
 async def serving_worker(settings: Settings, **factories: Any) -> AsyncIterator[None]:
-    """An arq worker on this loop (`factories`: see `worker_settings`; default: `Engine.load(settings)`)."""
+    """An arq worker on this loop (`factories`: see `worker_settings`; default: `load_engine(settings)`)."""
     async with worker_in_loop(settings, **factories):
         yield
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from likeness.bot.telegram import run_telegram
 from likeness.config import Settings
-from likeness.queue._worker import worker_in_loop
+from likeness.worker import worker_in_loop
 from tests.fakes.telegram_api import Call, FakeTelegram
 from tests.helpers.faces import astronaut
 from tests.helpers.stack import Borrowed

@@ -19,7 +19,6 @@ from discord import app_commands
 
 from likeness.bot._buttons import Action
 from likeness.bot._core import BotCore
-from likeness.bot._grammar import PortraitArgs
 from likeness.bot._tasks import cancel_and_wait
 from likeness.bot._texts import EDIT_HOWTO
 from likeness.bot.discord._commands import add_commands, sync_commands
@@ -41,6 +40,7 @@ from likeness.bot.discord._views import EditModal, ResultButton, modal_instructi
 from likeness.config import Settings
 from likeness.errors import LikenessError, NotAllowed, NotRequester
 from likeness.queue import DeliveryConsumer, Origin, Ticket
+from likeness.requests import PortraitArgs
 
 __all__ = ["REROLL_EMOJI", "LikenessClient"]
 
@@ -110,14 +110,14 @@ class LikenessClient(discord.AutoShardedClient):
         """/portrait: refuse privately, or acknowledge publicly, download, enqueue and show progress."""
         try:
             check_attachment(selfie, self.settings)
-            await self.core.check_portrait(interaction_origin(interaction, message_id=None), args)
+            spec = await self.core.check_portrait(interaction_origin(interaction, message_id=None), args)
         except Exception as exc:
             await fail(self.core, interaction, exc)
             return
 
         async def submit(origin: Origin) -> Ticket:
             data = await read_attachment(selfie, self.settings)
-            return await self.core.portrait(origin, args, data, key=str(interaction.id))
+            return await self.core.portrait(origin, spec, data, key=str(interaction.id))
 
         await self._start(interaction, submit)
 

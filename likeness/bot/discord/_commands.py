@@ -16,10 +16,9 @@ import discord
 from discord import app_commands
 from redis.exceptions import RedisError
 
-from likeness.bot._grammar import PortraitArgs
 from likeness.bot.discord._common import preset_suggestions
-from likeness.presets import FORMATS
 from likeness.queue import keys
+from likeness.requests import FORMATS, SEED_LIMIT, PortraitArgs
 
 if TYPE_CHECKING:
     from likeness.bot.discord._client import LikenessClient
@@ -39,6 +38,7 @@ def add_commands(tree: app_commands.CommandTree[LikenessClient], client: Likenes
         selfie="A clear, front-facing photo of you",
         prompt="Your own words, e.g. standing on a cliff at dawn",
         format="Shape of the picture (default: the style's own)",
+        seed="The seed a caption shows, to make that picture again",
     )
     @app_commands.choices(format=[app_commands.Choice(name=name, value=name) for name in FORMATS])
     async def portrait(
@@ -47,9 +47,13 @@ def add_commands(tree: app_commands.CommandTree[LikenessClient], client: Likenes
         selfie: discord.Attachment,
         prompt: str | None = None,
         format: app_commands.Choice[str] | None = None,
+        seed: app_commands.Range[int, 0, SEED_LIMIT - 1] | None = None,
     ) -> None:
         args = PortraitArgs(
-            preset=preset.strip(), prompt=(prompt or "").strip(), format=format.value if format else None
+            preset=preset.strip(),
+            prompt=(prompt or "").strip(),
+            format=format.value if format else None,
+            seed=seed,
         )
         await client.portrait(interaction, args, selfie)
 

@@ -27,7 +27,6 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from likeness.bot._core import BotCore
-from likeness.bot._grammar import MAX_COUNT, PortraitArgs
 from likeness.bot._safety import Decision
 from likeness.bot._texts import caption
 from likeness.errors import (
@@ -42,8 +41,8 @@ from likeness.errors import (
     UserError,
 )
 from likeness.images import format_size
-from likeness.presets import FORMATS
 from likeness.queue import Delivery, DeliveryConsumer, Origin, ResultRecord, Ticket, keys
+from likeness.requests import FORMATS, MAX_COUNT, PortraitArgs, parse_seed
 
 __all__ = ["PLATFORM", "build_app", "consume_deliveries"]
 
@@ -238,16 +237,19 @@ async def _portrait(request: web.Request) -> web.Response:
     form = await _form(request)
     selfie = form.get("selfie")
     count_text = str(form.get("count") or "1")
-    if not count_text.isdigit() or not 1 <= int(count_text) <= MAX_COUNT:
+    if not count_text.isdigit() or len(count_text) > 3:
         raise UserError(message=f"I can make 1 to {MAX_COUNT} images at a time.")
+    seed_text = str(form.get("seed") or "").strip()
     args = PortraitArgs(
-        preset=str(form.get("preset") or "").strip(),
-        prompt=str(form.get("prompt") or "").strip(),
+        preset=str(form.get("preset") or ""),
+        prompt=str(form.get("prompt") or ""),
         format=str(form.get("format") or "").strip() or None,
         count=int(count_text),
+        seed=parse_seed(seed_text) if seed_text else None,
     )
-    ticket = await core.portrait(_origin(request), args, selfie if isinstance(selfie, bytes) else None)
-    return _ticket(ticket)
+    origin = _origin(request)
+    spec = await core.check_portrait(origin, args)
+    return _ticket(await core.portrait(origin, spec, selfie if isinstance(selfie, bytes) else None))
 
 
 async def _reroll(request: web.Request) -> web.Response:
@@ -377,10 +379,10 @@ def _ticket(ticket: Ticket) -> web.Response:
 
 async def _result_json(core: BotCore, record: ResultRecord) -> dict[str, Any]:
     meta = record.metadata
-    scores = list(meta.get("likeness_scores") or [None] * len(record.seeds))  # type: ignore[call-overload]
+    scores = list(meta.likeness_scores or (None,) * len(record.seeds))
     decision, warning = await core.screening(record, record.origin)
     shown = 0 if decision is Decision.WITHHOLD else len(record.image_blob_ids)
-    notices = [str(n) for n in meta.get("notices") or []]  # type: ignore[union-attr]
+    notices = list(meta.notices)
     return {
         "result_id": record.result_id,
         "parent_id": record.parent_id,
@@ -389,8 +391,8 @@ async def _result_json(core: BotCore, record: ResultRecord) -> dict[str, Any]:
         "scores": scores,
         "captions": [caption(meta, seed, score) for seed, score in zip(record.seeds, scores, strict=False)],
         "images": [f"/api/results/{record.result_id}/images/{i}" for i in range(shown)],
-        "preset": meta.get("preset"),
-        "instruction": meta.get("instruction"),
+        "preset": meta.preset,
+        "instruction": meta.instruction,
         "notices": [*notices, warning] if warning else notices,
         "created_at": record.created_at,
     }

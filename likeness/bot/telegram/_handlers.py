@@ -25,13 +25,13 @@ from telegram.ext import (
 
 from likeness.bot._buttons import Action, parse_button_id
 from likeness.bot._core import ResultMessage
-from likeness.bot._grammar import parse_portrait_args, split_command
 from likeness.bot._texts import EDIT_HOWTO, HELP, NEED_SELFIE
 from likeness.bot.telegram._common import PLATFORM, BotState, origin_for, reply_to, send_text, state, thread_of
 from likeness.bot.telegram._files import download_selfie, selfie_attachment
 from likeness.errors import NotRequester, UserError
 from likeness.images import sniff_image
 from likeness.queue import Origin, Ticket
+from likeness.requests import parse_portrait_args, split_command
 
 __all__ = ["REROLL_EMOJI", "InProgressMessage", "on_error", "register_handlers"]
 
@@ -157,13 +157,13 @@ async def portrait(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     attachment = selfie_attachment(message) or selfie_attachment(message.reply_to_message)
     if attachment is None:
         raise UserError(message=NEED_SELFIE)
-    args = parse_portrait_args(command[1])
-    await st.core.check_portrait(origin, args)  # refuse (unknown preset, policy, ban) before downloading anything
+    # Every check (unknown preset, policy, ban) before downloading anything.
+    spec = await st.core.check_portrait(origin, parse_portrait_args(command[1]))
     selfie = await download_selfie(attachment, st.download_limit)
     sniff_image(selfie, max_bytes=st.download_limit, max_pixels=st.settings.max_image_pixels)
     key = f"msg:{message.chat_id}:{message.message_id}"
     private = message.chat.type == ChatType.PRIVATE
-    await _run_job(st, context, origin, lambda o: st.core.portrait(o, args, selfie, key=key), private=private)
+    await _run_job(st, context, origin, lambda o: st.core.portrait(o, spec, selfie, key=key), private=private)
 
 
 async def reply_edit(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:

@@ -1,6 +1,7 @@
 """Edit instructions in plain words → what to change (a region) and into what (a prompt).
 
-Torch-free: the bot core parses a reply before enqueueing, so a bad instruction gets an answer at once.
+Torch-free: the bot core parses a reply once, before enqueueing (a bad instruction gets an answer at once);
+the parsed `EditInstruction` travels in the job (`EditSpec`) and the worker runs it as is.
 
 Recognised shapes (case, punctuation, emoji and politeness such as "please" are ignored):
 
