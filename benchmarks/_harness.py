@@ -41,11 +41,7 @@ def origin(user: str, *, chat: str | None = None) -> Origin:
 
 
 @asynccontextmanager
-async def in_process_worker(
-    settings: Settings, engine: Any, *, request_factory: Any = None, **arq_overrides: Any
-) -> AsyncIterator[LikenessWorker]:
+async def in_process_worker(settings: Settings, engine: Any, **arq_overrides: Any) -> AsyncIterator[LikenessWorker]:
     """An arq worker serving `settings.redis_url` with `engine` on this event loop; stopped like SIGTERM."""
-    async with worker_in_loop(
-        settings, arq_options=arq_overrides, engine_factory=lambda _s: engine, request_factory=request_factory
-    ) as worker:
+    async with worker_in_loop(settings, arq_options=arq_overrides, engine_factory=lambda _s: engine) as worker:
         yield worker

@@ -19,8 +19,8 @@ from PIL import Image
 
 from benchmarks._common import BenchContext, BenchResult, summary_ms, tiny_settings
 from benchmarks._harness import in_process_worker
+from likeness.generation import GenerationResult, PortraitRequest
 from likeness.presets import PresetCatalog
-from tests.helpers.queue import FakeRequest, FakeResult
 
 NAME = "bot"
 TITLE = "Bot path: Telegram update → progress → result photo, instant stub engine, 50 concurrent users"
@@ -37,10 +37,12 @@ class StubEngine:
         self.presets = presets
         self.calls = 0
 
-    def batch_key(self, request: FakeRequest) -> Hashable:
+    def batch_key(self, request: PortraitRequest) -> Hashable:
         return request.preset.spec
 
-    def portrait_batch(self, requests: list[FakeRequest], progress: list[Any] | None = None) -> list[FakeResult]:
+    def portrait_batch(
+        self, requests: list[PortraitRequest], progress: list[Any] | None = None
+    ) -> list[GenerationResult]:
         self.calls += 1
         for fn in progress or []:
             if fn is not None:
@@ -52,10 +54,10 @@ class StubEngine:
                 tag = hashlib.sha256(f"{request.preset.spec}{seed}".encode()).digest()
                 images.append(Image.new("RGB", (64, 64), (tag[0], tag[1], tag[2])))
             meta = {"model": "stub", "preset": request.preset.spec, "prompt": request.prompt}
-            results.append(FakeResult(images, list(request.seeds), meta))
+            results.append(GenerationResult(images, list(request.seeds), meta))
         return results
 
-    def portrait(self, request: FakeRequest, progress: Any = None) -> FakeResult:
+    def portrait(self, request: PortraitRequest, progress: Any = None) -> GenerationResult:
         return self.portrait_batch([request], [progress])[0]
 
     def close(self) -> None:
@@ -80,7 +82,7 @@ async def _run(ctx: BenchContext) -> BenchResult:
             telegram_token=TOKEN,
             telegram_api_url=tg.api_url,
         )
-        async with in_process_worker(settings, engine, request_factory=FakeRequest), run_bot(settings, tg):
+        async with in_process_worker(settings, engine), run_bot(settings, tg):
             start = time.monotonic()
             await simulate_users(tg, users=USERS, requests=total, answer_timeout_s=60)
             wall = time.monotonic() - start

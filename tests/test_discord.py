@@ -65,7 +65,7 @@ async def test_commands_are_registered_once_and_resynced_on_demand(settings: Set
     assert set(by_name) == {"portrait", "presets", "cancel", "forget", "stats", "settings", "Reroll", "Edit image"}
     assert int(by_name["settings"]["default_member_permissions"]) == 1 << 5  # Manage Server
     options = {o["name"]: o for o in by_name["portrait"]["options"]}
-    assert list(options) == ["preset", "selfie", "prompt", "format"]
+    assert list(options) == ["preset", "selfie", "prompt", "format", "seed"]
     assert options["preset"]["type"] == 3 and options["preset"]["autocomplete"] and options["preset"]["required"]
     assert options["selfie"]["type"] == 11 and options["selfie"]["required"]
     assert not options["prompt"].get("required") and not options["format"].get("required")

@@ -64,16 +64,6 @@ async def test_sync_flag_uploads_unchanged_commands_and_the_token_stays_secret(r
         assert fake.identifies[0]["token"] == TOKEN
 
 
-def test_the_discord_bot_never_imports_torch() -> None:
-    code = (
-        "import sys, likeness.bot.discord, likeness.commands.discord\n"
-        "print(','.join(m for m in sys.modules if m.split('.')[0] in ('torch', 'diffusers', 'transformers')"
-        " or m.startswith('likeness.generation')))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True, timeout=60)
-    assert out.stdout.strip() == ""
-
-
 async def test_likeness_up_serves_discord_with_its_own_worker(redis_url: str, tmp_path: Path) -> None:
     from tests.helpers.discord import portrait
     from tests.helpers.faces import astronaut, jpeg_with_exif

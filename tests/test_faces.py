@@ -15,14 +15,9 @@ import pytest
 from PIL import Image
 
 from likeness.errors import ConfigError, FaceTooSmall, LikenessError, NoFace
-from likeness.generation._faces import (
-    CROP_SIZE,
-    MIN_FACE_PX,
-    DlibFaceAnalyzer,
-    FaceAnalyzer,
-    align_crop,
-    load_face_analyzer,
-)
+from likeness.generation import load_face_analyzer
+from likeness.generation._faces import CROP_SIZE, MIN_FACE_PX, FaceAnalyzer, align_crop
+from likeness.generation._faces_dlib import DlibFaceAnalyzer
 from tests.helpers.faces import astronaut, coffee, crop, grace_hopper, jpeg, noise, shared_analyzer, shrink, two_faces
 
 

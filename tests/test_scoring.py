@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from likeness.generation import _scoring
-from likeness.generation._faces import DlibFaceAnalyzer, Face
+from likeness.generation._faces import Face
+from likeness.generation._faces_dlib import DlibFaceAnalyzer
 from likeness.generation._scoring import (
     CALIBRATIONS,
     distance_to_percent,

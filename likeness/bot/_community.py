@@ -14,8 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from likeness.config import Settings
 from likeness.errors import UserError
-from likeness.queue import _keys
-from likeness.queue._redis import redis_errors
+from likeness.queue import keys as _keys
+from likeness.queue import redis_errors
 
 __all__ = ["ChatSettings", "CommunitySettings"]
 

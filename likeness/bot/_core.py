@@ -40,7 +40,14 @@ from likeness.config import Settings
 from likeness.errors import Banned, LikenessError, QueueUnavailable, ResultExpired, UserError
 from likeness.presets import PresetCatalog
 from likeness.queue import AbuseLog, Delivery, Origin, QueueClient, ResultRecord, Ticket, outlasting_outage
-from likeness.requests import PortraitArgs, PortraitSpec, check_portrait_args, edit_spec, portrait_spec
+from likeness.requests import (
+    PortraitArgs,
+    PortraitSpec,
+    check_instruction,
+    check_portrait_args,
+    edit_spec,
+    portrait_spec,
+)
 
 __all__ = ["BotCore", "ResultMessage"]
 
@@ -128,10 +135,11 @@ class BotCore:
         *,
         key: str | None = None,
     ) -> Ticket:
-        """An edit of a result ("make the hair blue"): parsed once, screened together with the request that
-        made the result, then enqueued as parsed."""
-        spec = edit_spec(instruction, has_mask=mask is not None, max_chars=self.settings.max_prompt_chars)
-        await self.check_may_change(origin, result_id, spec.instruction.text)
+        """An edit of a result ("make the hair blue"): screened together with the request that made the result
+        (before any answer quotes it), parsed once, and enqueued as parsed."""
+        text = check_instruction(instruction, max_chars=self.settings.max_prompt_chars)
+        await self.check_may_change(origin, result_id, text)
+        spec = edit_spec(text, has_mask=mask is not None, max_chars=self.settings.max_prompt_chars)
         return await self.queue.submit_edit(origin, result_id, spec, mask, idempotency_key=key)
 
     async def check_may_change(self, origin: Origin, result_id: str, instruction: str = "") -> None:
@@ -347,5 +355,5 @@ def _request_text(record: ResultRecord) -> str:
     request = record.request
     parts = [request.portrait.preset, request.portrait.prompt] if request.portrait else []
     if request.edit is not None:
-        parts.append(request.edit.instruction)
+        parts.append(request.edit.instruction.text)
     return " ".join(part for part in parts if part)

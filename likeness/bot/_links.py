@@ -8,8 +8,7 @@ from collections.abc import Sequence
 
 from redis.asyncio import Redis
 
-from likeness.queue import keys
-from likeness.queue._redis import outlasting_outage, redis_errors
+from likeness.queue import keys, outlasting_outage, redis_errors
 
 __all__ = ["MessageLinks"]
 

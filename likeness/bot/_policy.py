@@ -31,7 +31,7 @@ from likeness.config import Settings
 from likeness.errors import Banned, ConfigError, PromptRefused, PromptTooLong
 
 if TYPE_CHECKING:
-    from likeness.queue._abuse import AbuseLog
+    from likeness.queue import AbuseLog
 
 __all__ = ["DEFAULTS_FILE", "LANGUAGE_FILES", "PromptPolicy", "screen_request"]
 

@@ -276,7 +276,7 @@ def _build_tiny(settings: Settings, spec: ModelSpec, catalog: PresetCatalog, *, 
         print(f"{spec.key}: tiny random weights, built on this machine; no download needed.")
         return 0
     # The engine's own builder, so the folder is exactly the one workers load.
-    from likeness.generation._tiny import ensure_tiny_model
+    from likeness.generation import ensure_tiny_model
 
     root = ensure_tiny_model(settings.data_dir, spec.family, sources)
     print(f"{spec.key}: tiny random weights built at {root} ({len(sources)} preset LoRAs); no download needed.")

@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
 async def _run(settings: Settings, args: argparse.Namespace) -> int:
     from redis.asyncio import Redis
 
-    from likeness.queue._abuse import AbuseLog
+    from likeness.queue import AbuseLog
 
     redis = Redis.from_url(settings.redis_dsn)
     try:

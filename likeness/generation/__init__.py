@@ -14,7 +14,8 @@ and, under best-of-N, `best_of` (docs/identity.md). A selfie without a usable fa
 
 from likeness.generation._edits import VARIATION_STRENGTH
 from likeness.generation._engine import LikenessScorer, StableDiffusionEngine, load_engine
-from likeness.generation._faces import Face, FaceAnalysis, FaceAnalyzer, load_face_analyzer
+from likeness.generation._face_backends import load_face_analyzer
+from likeness.generation._faces import Face, FaceAnalysis, FaceAnalyzer
 from likeness.generation._identity import identity_image
 from likeness.generation._masks import load_user_mask
 from likeness.generation._nsfw import NsfwGuard, load_nsfw_guard
@@ -30,6 +31,7 @@ from likeness.generation._registry import (
     load_model_specs,
     required_weights,
 )
+from likeness.generation._tiny import ensure_tiny_model
 from likeness.generation._types import EditRequest, Engine, GenerationResult, PortraitRequest, ProgressFn
 
 __all__ = [
@@ -51,6 +53,7 @@ __all__ = [
     "ProgressFn",
     "StableDiffusionEngine",
     "WeightRef",
+    "ensure_tiny_model",
     "finish_images",
     "get_model_spec",
     "identity_image",

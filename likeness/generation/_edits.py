@@ -152,8 +152,6 @@ def _finish(
     engine: EditEngine, face: FaceAnalysis, images: list[Image.Image], seeds: list[int], meta: dict[str, Any]
 ) -> GenerationResult:
     """The one place edit and variation results are assembled: likeness scores and face notices join here."""
-    from likeness.generation._engine import GenerationResult
-
     meta.update(identity_metadata(face, [engine.score(face.face, image) for image in images]))
     return GenerationResult(images=images, seeds=seeds, metadata=meta)
 

@@ -17,7 +17,8 @@ from likeness.generation import _edits
 from likeness.generation._accelerator import free_accelerator_memory, service_errors
 from likeness.generation._best_of import Candidate, Selection, needs_retry, retry_identity_strength, select_best
 from likeness.generation._clipseg import TextMasker
-from likeness.generation._faces import Face, FaceAnalysis, FaceAnalyzer, load_face_analyzer
+from likeness.generation._face_backends import load_face_analyzer
+from likeness.generation._faces import Face, FaceAnalysis, FaceAnalyzer
 from likeness.generation._identity import SelfieFaces, identity_embeds, identity_metadata
 from likeness.generation._loading import LoadedModel, load_model, make_scheduler
 from likeness.generation._plans import Plan, plan_for

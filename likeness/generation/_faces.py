@@ -1,6 +1,7 @@
 """Face analysis: find the main face of a photo, embed it, and crop it aligned for the identity adapter.
 
-Two backends share one protocol (`FaceAnalyzer`):
+This module holds what the backends share (the `FaceAnalyzer` protocol, `Face`, boxes, plausibility checks,
+alignment); each backend is a module of its own, chosen by `_face_backends.load_face_analyzer`:
 
 - `DlibFaceAnalyzer` (default, ``face_backend = "dlib"``): dlib's HOG frontal detector (weak hits
   confirmed by its CNN detector), the 5-point landmark model and the ResNet recognition model (128-d
@@ -16,33 +17,33 @@ Images arrive upright RGB (`likeness.images.load_image` applies EXIF orientation
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
-import numpy as np
 from PIL import Image
 
-from likeness.errors import ConfigError, FaceTooSmall, NoFace
-
-if TYPE_CHECKING:
-    from likeness.config import Settings
+from likeness.errors import FaceTooSmall, NoFace
 
 __all__ = [
     "CROP_MARGIN",
     "CROP_SIZE",
     "MIN_FACE_PX",
     "Box",
-    "DlibFaceAnalyzer",
+    "Detection",
     "Face",
     "FaceAnalysis",
     "FaceAnalyzer",
+    "Point",
     "align_crop",
-    "load_face_analyzer",
+    "analysis_of",
+    "count_usable",
+    "detection_scales",
+    "midpoint",
+    "resize_for_detection",
+    "scaled",
+    "sorted_plausible",
 ]
 
 MIN_FACE_PX = 64
@@ -61,10 +62,6 @@ CROP_MARGIN = 1.8
 _DETECT_SIDE = 1024
 _DETECT_BUDGET = 2100 * 2100
 _MAX_MAGNIFICATION = 4.0
-# HOG scores real frontal faces ≈ 1–1.6 and its false positives (badges, patches) ≈ 0–0.3. Hits below this
-# are confirmed by dlib's CNN detector on a small crop around them (≈0.2 s each, at most a few per image).
-_CONFIDENT_SCORE = 0.5
-_MAX_VERIFICATIONS = 3
 
 Point = tuple[float, float]
 
@@ -164,7 +161,7 @@ class FaceAnalyzer(Protocol):
 
 
 @dataclass(frozen=True)
-class _Detection:
+class Detection:
     """A detector hit in pixels of the analysed image, before embedding."""
 
     box: Box
@@ -176,7 +173,7 @@ class _Detection:
     raw: Any = None  # backend object needed to embed this face (dlib shape, insightface Face)
 
 
-def _plausible(det: _Detection) -> bool:
+def _plausible(det: Detection) -> bool:
     """Reject detector false positives (HOG fires on badges and patches) by the landmark geometry.
 
     A face has both eyes roughly level (roll < 45°), inside a slightly grown box, an eye distance of
@@ -246,7 +243,7 @@ def _several_faces_notice(count: int) -> str:
     return f"I found {count} faces and used the largest one."
 
 
-def _detection_scales(width: int, height: int) -> list[float]:
+def detection_scales(width: int, height: int) -> list[float]:
     """Resize factors to try, smallest first: from ≤ `_DETECT_SIDE` up by 2× while within the pixel budget."""
     factor = min(1.0, _DETECT_SIDE / max(width, height))
     scales = [factor]
@@ -257,18 +254,18 @@ def _detection_scales(width: int, height: int) -> list[float]:
         scales.append(factor)
 
 
-def _resize(image: Image.Image, factor: float) -> Image.Image:
+def resize_for_detection(image: Image.Image, factor: float) -> Image.Image:
     if factor == 1.0:
         return image
     size = (max(1, round(image.width * factor)), max(1, round(image.height * factor)))
     return image.resize(size, Image.Resampling.BILINEAR)
 
 
-def _sorted_plausible(detections: Sequence[_Detection]) -> list[_Detection]:
+def sorted_plausible(detections: Sequence[Detection]) -> list[Detection]:
     return sorted((d for d in detections if _plausible(d)), key=lambda d: d.box.width * d.box.height, reverse=True)
 
 
-def _analysis(
+def analysis_of(
     image: Image.Image, found: tuple[Face, int] | None, *, min_face_px: int, crop_size: int, margin: float
 ) -> FaceAnalysis:
     """Turn a backend's find (main face, usable face count) into a selfie analysis, or the user's error."""
@@ -283,191 +280,14 @@ def _analysis(
     )
 
 
-def _count_usable(detections: Sequence[_Detection], factor: float, min_face_px: int) -> int:
+def count_usable(detections: Sequence[Detection], factor: float, min_face_px: int) -> int:
     """Faces worth mentioning to the user: plausible and at least the minimum size (the main one always)."""
     return max(1, sum(1 for d in detections if d.box.side / factor >= min_face_px))
 
 
-# --- dlib ------------------------------------------------------------------------------------------------
-
-
-def _dlib_models_dir() -> Path:
-    """The `face_recognition_models/models` folder, found without importing the package (it needs pkg_resources)."""
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise ConfigError(
-            message="The dlib face backend needs its model files: pip install dlib-bin face-recognition-models"
-        )
-    return Path(next(iter(spec.submodule_search_locations))) / "models"
-
-
-def _dlib_model_files(folder: Path) -> tuple[Path, Path, Path]:
-    """Paths of the 5-point landmark, ResNet recognition and CNN detector models; `ConfigError` if one is missing."""
-    paths = (
-        folder / "shape_predictor_5_face_landmarks.dat",
-        folder / "dlib_face_recognition_resnet_model_v1.dat",
-        folder / "mmod_human_face_detector.dat",
-    )
-    for path in paths:
-        if not path.is_file():
-            raise ConfigError(message=f"dlib face model file missing: {path} (pip install face-recognition-models)")
-    return paths
-
-
-class _DlibModels(NamedTuple):
-    detector: Any  # HOG frontal face detector
-    predictor: Any  # 5-point shape predictor
-    recognizer: Any  # ResNet face recognition model
-    cnn: Any  # MMOD CNN face detector, only to confirm weak HOG hits
-
-
-class DlibFaceAnalyzer:
-    """dlib backend: HOG detector, 5-point landmarks, ResNet 128-d embeddings (CPU, ≈0.1 s on a 512² selfie).
-
-    Models load on first use (≈0.4 s), once per analyzer. dlib's detector crashes when one instance runs
-    in two threads at once and the networks keep scratch state, so each analyzer works one image at a
-    time under a lock: safe to share between threads, not parallel (make one analyzer per thread for that).
-    """
-
-    backend = "dlib"
-
-    def __init__(
-        self,
-        models_dir: Path | None = None,
-        *,
-        min_face_px: int = MIN_FACE_PX,
-        crop_size: int = CROP_SIZE,
-        crop_margin: float = CROP_MARGIN,
-    ) -> None:
-        self._models_dir = models_dir
-        self.min_face_px = min_face_px
-        self.crop_size = crop_size
-        self.crop_margin = crop_margin
-        self._lock = threading.Lock()
-        self._models: _DlibModels | None = None
-
-    def _load(self) -> _DlibModels:
-        """The models, loaded on first call; call with `self._lock` held."""
-        if self._models is None:
-            landmarks, resnet, cnn = _dlib_model_files(self._models_dir or _dlib_models_dir())
-            try:
-                import dlib
-            except ImportError as exc:
-                raise ConfigError(message="The dlib face backend needs dlib: pip install dlib-bin") from exc
-            self._models = _DlibModels(
-                detector=dlib.get_frontal_face_detector(),
-                predictor=dlib.shape_predictor(str(landmarks)),
-                recognizer=dlib.face_recognition_model_v1(str(resnet)),
-                cnn=dlib.cnn_face_detection_model_v1(str(cnn)),
-            )
-        return self._models
-
-    def load(self) -> None:
-        """Load the models now (idempotent), e.g. at worker startup so the first selfie isn't slower."""
-        with self._lock:
-            self._load()
-
-    def _find(self, image: Image.Image) -> tuple[Face, int] | None:
-        """Main face (embedded, in original pixels) and the usable face count, or None."""
-        rgb = image if image.mode == "RGB" else image.convert("RGB")
-        with self._lock:
-            models = self._load()
-            for factor in _detection_scales(*rgb.size):
-                pixels = np.asarray(_resize(rgb, factor))
-                faces = _confirmed(models, pixels, _sorted_plausible(_detect(models, pixels)))
-                if not faces:
-                    continue
-                main = faces[0]
-                embedding = models.recognizer.compute_face_descriptor(pixels, main.raw)
-                face = Face(
-                    box=main.box.scaled(1 / factor),
-                    left_eye=_scale(main.left_eye, 1 / factor),
-                    right_eye=_scale(main.right_eye, 1 / factor),
-                    nose=_scale(main.nose, 1 / factor),
-                    landmarks=tuple(_scale(p, 1 / factor) for p in main.landmarks),
-                    embedding=tuple(float(v) for v in embedding),
-                    backend=self.backend,
-                    detector_score=main.score,
-                )
-                return face, _count_usable(faces, factor, self.min_face_px)
-        return None
-
-    def analyze(self, image: Image.Image) -> FaceAnalysis:
-        """Main face of a selfie with its aligned crop; raises `NoFace` or `FaceTooSmall`."""
-        return _analysis(
-            image, self._find(image), min_face_px=self.min_face_px, crop_size=self.crop_size, margin=self.crop_margin
-        )
-
-    def main_face(self, image: Image.Image) -> Face | None:
-        """Largest plausible face of any image, with its embedding; `None` if there is none."""
-        found = self._find(image)
-        return None if found is None else found[0]
-
-
-def _detect(models: _DlibModels, pixels: np.ndarray) -> list[_Detection]:
-    """HOG hits with their 5-point landmarks."""
-    rects, scores, _ = models.detector.run(pixels, 0, 0.0)
-    detections = []
-    for rect, score in zip(rects, scores, strict=True):
-        shape = models.predictor(pixels, rect)
-        # 5-point model: 0-1 corners of the image-right eye, 2-3 of the image-left eye, 4 under the nose.
-        pts = tuple((float(p.x), float(p.y)) for p in shape.parts())
-        detections.append(
-            _Detection(
-                box=Box(float(rect.left()), float(rect.top()), float(rect.right() + 1), float(rect.bottom() + 1)),
-                left_eye=_mean(pts[2], pts[3]),
-                right_eye=_mean(pts[0], pts[1]),
-                nose=pts[4],
-                landmarks=pts,
-                score=float(score),
-                raw=shape,
-            )
-        )
-    return detections
-
-
-def _confirmed(models: _DlibModels, pixels: np.ndarray, detections: Sequence[_Detection]) -> list[_Detection]:
-    """Keep confident HOG hits, and weak ones the CNN detector also sees (at most `_MAX_VERIFICATIONS` checks)."""
-    kept = []
-    budget = _MAX_VERIFICATIONS
-    for det in detections:
-        if det.score >= _CONFIDENT_SCORE:
-            kept.append(det)
-        elif budget > 0:
-            budget -= 1
-            if _cnn_sees_face(models, pixels, det.box):
-                kept.append(det)
-    return kept
-
-
-def _cnn_sees_face(models: _DlibModels, pixels: np.ndarray, box: Box) -> bool:
-    """Run the CNN detector on a 200² crop twice the size of `box`: does it find a face in the middle?"""
-    cx, cy = box.center
-    half = box.side
-    region = Image.fromarray(pixels).crop((round(cx - half), round(cy - half), round(cx + half), round(cy + half)))
-    for hit in models.cnn(np.asarray(region.resize((200, 200), Image.Resampling.BILINEAR)), 0):
-        r = hit.rect
-        hx, hy = (r.left() + r.right()) / 2, (r.top() + r.bottom()) / 2
-        if abs(hx - 100) < 35 and abs(hy - 100) < 35 and r.width() > 50:
-            return True
-    return False
-
-
-def _mean(a: Point, b: Point) -> Point:
+def midpoint(a: Point, b: Point) -> Point:
     return ((a[0] + b[0]) / 2, (a[1] + b[1]) / 2)
 
 
-def _scale(p: Point, factor: float) -> Point:
+def scaled(p: Point, factor: float) -> Point:
     return (p[0] * factor, p[1] * factor)
-
-
-def load_face_analyzer(settings: Settings) -> FaceAnalyzer:
-    """The analyzer chosen by `settings.face_backend`; raises `ConfigError` if its packages are missing."""
-    if settings.face_backend == "insightface":
-        from likeness.generation._faces_insightface import InsightFaceAnalyzer
-
-        return InsightFaceAnalyzer(settings.data_dir / "insightface", use_gpu=settings.device in ("auto", "cuda"))
-    if importlib.util.find_spec("dlib") is None:
-        raise ConfigError(message="The dlib face backend needs dlib: pip install dlib-bin face-recognition-models")
-    _dlib_model_files(_dlib_models_dir())  # fail at startup, not on the first selfie
-    return DlibFaceAnalyzer()

@@ -16,12 +16,12 @@ from likeness.generation._faces import (
     CROP_SIZE,
     MIN_FACE_PX,
     Box,
+    Detection,
     Face,
     FaceAnalysis,
-    _analysis,
-    _count_usable,
-    _Detection,
-    _sorted_plausible,
+    analysis_of,
+    count_usable,
+    sorted_plausible,
 )
 
 __all__ = ["INSIGHTFACE_HINT", "InsightFaceAnalyzer"]
@@ -92,7 +92,7 @@ class InsightFaceAnalyzer:
             kps = tuple((float(x), float(y)) for x, y in hit.kps)  # left eye, right eye, nose, mouth l/r
             x1, y1, x2, y2 = (float(v) for v in hit.bbox)
             detections.append(
-                _Detection(
+                Detection(
                     box=Box(x1, y1, x2, y2),
                     left_eye=kps[0],
                     right_eye=kps[1],
@@ -102,7 +102,7 @@ class InsightFaceAnalyzer:
                     raw=hit,
                 )
             )
-        plausible = _sorted_plausible(detections)
+        plausible = sorted_plausible(detections)
         if not plausible:
             return None
         main = plausible[0]
@@ -116,11 +116,11 @@ class InsightFaceAnalyzer:
             backend=self.backend,
             detector_score=main.score,
         )
-        return face, _count_usable(plausible, 1.0, self.min_face_px)
+        return face, count_usable(plausible, 1.0, self.min_face_px)
 
     def analyze(self, image: Image.Image) -> FaceAnalysis:
         """Main face of a selfie with its aligned crop; raises `NoFace` or `FaceTooSmall`."""
-        return _analysis(
+        return analysis_of(
             image, self._find(image), min_face_px=self.min_face_px, crop_size=self.crop_size, margin=self.crop_margin
         )
 

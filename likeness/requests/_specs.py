@@ -18,7 +18,7 @@ from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from likeness.errors import InvalidPresetSpec, PromptTooLong, UserError
+from likeness.errors import BadInstruction, InvalidPresetSpec, PromptTooLong, UserError
 from likeness.requests._edits import EditInstruction, parse_instruction
 from likeness.requests._formats import get_format
 from likeness.requests._grammar import MAX_COUNT, PortraitArgs
@@ -30,6 +30,7 @@ __all__ = [
     "EditSpec",
     "PortraitSpec",
     "PresetResolver",
+    "check_instruction",
     "check_portrait_args",
     "edit_spec",
     "portrait_spec",
@@ -97,6 +98,15 @@ def portrait_spec(args: PortraitArgs, presets: PresetResolver) -> PortraitSpec:
     fmt = None if args.format is None else get_format(args.format).name
     resolved = presets.resolve(args.preset).spec
     return PortraitSpec(preset=resolved, prompt=args.prompt, format=fmt, count=args.count, seed=args.seed)
+
+
+def check_instruction(text: str, *, max_chars: int) -> str:
+    """An edit instruction trimmed, refused when over-long (before any policy or parsing sees it)."""
+    raw = text.strip()
+    limit = min(max_chars, MAX_PROMPT_CHARS)
+    if len(raw) > limit:
+        raise BadInstruction(message=f"That instruction is {len(raw)} characters long; please keep it under {limit}.")
+    return raw
 
 
 def edit_spec(text: str, *, has_mask: bool, max_chars: int) -> EditSpec:

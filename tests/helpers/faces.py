@@ -16,7 +16,7 @@ import io
 import numpy as np
 from PIL import Image, ImageEnhance
 
-from likeness.generation._faces import DlibFaceAnalyzer
+from likeness.generation._faces_dlib import DlibFaceAnalyzer
 
 __all__ = [
     "astronaut",

@@ -10,9 +10,9 @@ import logging
 from likeness.config import Settings
 from likeness.generation._nsfw import OffGuard
 from likeness.worker import run_worker
-from tests.helpers.queue import FakeEngine, FakeRequest
+from tests.helpers.queue import FakeEngine
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
-    run_worker(settings, engine_factory=FakeEngine, request_factory=FakeRequest, guard_factory=lambda _s: OffGuard())
+    run_worker(settings, engine_factory=FakeEngine, guard_factory=lambda _s: OffGuard())

@@ -10,25 +10,44 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import discord
 from discord import app_commands
 from redis.exceptions import RedisError
 
+from likeness.bot._core import BotCore
 from likeness.bot.discord._common import preset_suggestions
 from likeness.queue import keys
 from likeness.requests import FORMATS, SEED_LIMIT, PortraitArgs
 
-if TYPE_CHECKING:
-    from likeness.bot.discord._client import LikenessClient
 
-__all__ = ["add_commands", "command_payload", "sync_commands"]
+class CommandHost(Protocol):
+    """The client that answers the commands (`LikenessClient`): its core, command tree and handlers."""
+
+    core: BotCore
+    tree: app_commands.CommandTree[Any]
+
+    @property
+    def application_id(self) -> int | None: ...
+
+    async def portrait(
+        self, interaction: discord.Interaction, args: PortraitArgs, selfie: discord.Attachment
+    ) -> None: ...
+    async def presets(self, interaction: discord.Interaction) -> None: ...
+    async def cancel(self, interaction: discord.Interaction) -> None: ...
+    async def forget(self, interaction: discord.Interaction) -> None: ...
+    async def stats(self, interaction: discord.Interaction) -> None: ...
+    async def server_settings(self, interaction: discord.Interaction, changes: dict[str, bool]) -> None: ...
+    async def message_menu(self, interaction: discord.Interaction, message: discord.Message, *, edit: bool) -> None: ...
+
+
+__all__ = ["CommandHost", "add_commands", "command_payload", "sync_commands"]
 
 log = logging.getLogger("likeness.bot.discord")
 
 
-def add_commands(tree: app_commands.CommandTree[LikenessClient], client: LikenessClient) -> None:
+def add_commands(tree: app_commands.CommandTree[Any], client: CommandHost) -> None:
     """/portrait, /presets, /cancel, /forget, /stats, /settings and the "Reroll" / "Edit image" message menus."""
     catalog = client.core.presets
 
@@ -100,12 +119,12 @@ def add_commands(tree: app_commands.CommandTree[LikenessClient], client: Likenes
     tree.add_command(app_commands.ContextMenu(name="Edit image", callback=edit_menu))
 
 
-def command_payload(tree: app_commands.CommandTree[LikenessClient]) -> list[dict[str, object]]:
+def command_payload(tree: app_commands.CommandTree[Any]) -> list[dict[str, object]]:
     """The global commands exactly as `tree.sync()` uploads them."""
     return [command.to_dict(tree) for command in tree._get_all_commands()]
 
 
-async def sync_commands(client: LikenessClient, *, force: bool = False) -> bool:
+async def sync_commands(client: CommandHost, *, force: bool = False) -> bool:
     """Upload the commands if their definition changed since the last upload (or `force`); True if uploaded."""
     payload = command_payload(client.tree)
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
