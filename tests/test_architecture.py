@@ -1,5 +1,5 @@
 """The shape of the code, checked statically: the import contracts in pyproject.toml (import-linter), no import
-cycles, and each package's front door (`__all__`) pinned."""
+cycles, each package's front door (`__all__`) pinned, and mypy (with the pydantic plugin) clean on `likeness/`."""
 
 from __future__ import annotations
 
@@ -43,6 +43,14 @@ def test_no_module_imports_itself_through_others() -> None:
     graph = grimp.build_graph("likeness")
     cycles = [sorted(group) for group in _strongly_connected(graph) if len(group) > 1]
     assert cycles == []
+
+
+def test_mypy_finds_no_type_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mypy import api
+
+    monkeypatch.chdir(ROOT)  # its settings: pyproject.toml
+    report, errors, status = api.run(["--cache-dir", str(tmp_path), "likeness"])
+    assert status == 0, report + errors
 
 
 @pytest.mark.parametrize("package", sorted(FRONT_DOORS))

@@ -11,12 +11,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from likeness.bot._policy import PromptPolicy
-from likeness.errors import ConfigError, PromptRefused, PromptTooLong
+from likeness.errors import ConfigError, PromptRefused
 
 
 @pytest.fixture(scope="module")
 def policy() -> PromptPolicy:
-    return PromptPolicy.load(max_chars=400)
+    return PromptPolicy.load()
 
 
 @pytest.mark.parametrize(
@@ -115,20 +115,10 @@ def test_refusal_text_never_echoes_the_prompt(policy: PromptPolicy) -> None:
     assert restored.user_message == info.value.user_message
 
 
-def test_prompt_too_long_names_length_and_limit() -> None:
-    policy = PromptPolicy.load(max_chars=20)
-    policy.check("a red castle, dusk.")
-    with pytest.raises(PromptTooLong) as info:
-        policy.check("a castle in the clouds at dusk")
-    assert info.value.length == 30 and info.value.limit == 20
-    assert "30" in info.value.user_message and "20" in info.value.user_message
-
-
-def test_from_settings_uses_limit_and_operator_file(make_settings, tmp_path: Path) -> None:
+def test_from_settings_uses_the_operator_file(make_settings, tmp_path: Path) -> None:
     path = tmp_path / "blocklist.toml"
     path.write_text("words = [\"clown*\"]\nregexes = ['\\bfoo\\d+bar\\b']\n")
-    policy = PromptPolicy.from_settings(make_settings(blocklist_file=path, max_prompt_chars=50))
-    assert policy.max_chars == 50
+    policy = PromptPolicy.from_settings(make_settings(blocklist_file=path))
     assert policy.violation("scary clowns") == "blocked"
     assert policy.violation("a foo42bar sign") == "blocked"
     assert policy.violation("nude") == "explicit"  # defaults still apply (extend)

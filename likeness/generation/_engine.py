@@ -117,7 +117,7 @@ class StableDiffusionEngine:
         return self.portrait_batch([request], [progress])[0]
 
     def portrait_batch(
-        self, requests: list[PortraitRequest], progress: list[ProgressFn | None] | None = None
+        self, requests: list[PortraitRequest], progress: Sequence[ProgressFn | None] | None = None
     ) -> list[GenerationResult]:
         """Serve several requests in ONE diffusers call; each keeps its own selfie, prompt and seeds.
 

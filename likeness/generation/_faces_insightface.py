@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
+import importlib.util
 import threading
 from pathlib import Path
 from typing import Any

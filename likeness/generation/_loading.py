@@ -231,7 +231,7 @@ class LoraBank:
             self._layers = [
                 module
                 for component in components
-                if getattr(component, "peft_config", None)
+                if component is not None and getattr(component, "peft_config", None)
                 for module in component.modules()
                 if isinstance(module, BaseTunerLayer)
             ]

@@ -115,20 +115,20 @@ class LoraSwapper:
         weights = load(path.read_bytes())
         with torch.no_grad():
             for name, target in targets.items():
-                layer = lora.layers.get(name)
-                if layer is None:
+                incoming = lora.layers.get(name)
+                if incoming is None:
                     for param in (target.a, target.b, target.bias):
                         if param is not None:
                             param.zero_()
                     continue
-                _copy_padded(target.a, weights[layer.a_key], dim=0)
-                _copy_padded(target.b, weights[layer.b_key], dim=1)
+                _copy_padded(target.a, weights[incoming.a_key], dim=0)
+                _copy_padded(target.b, weights[incoming.b_key], dim=1)
                 if target.bias is not None:
-                    if layer.bias_key is None:
+                    if incoming.bias_key is None:
                         target.bias.zero_()
                     else:
-                        target.bias.copy_(weights[layer.bias_key])
-                _set_scale(target.module, slot, layer, lora.use_rslora)
+                        target.bias.copy_(weights[incoming.bias_key])
+                _set_scale(target.module, slot, incoming, lora.use_rslora)
 
     def forget(self, slot: str) -> None:
         """Drop what is known about `slot` (call it when the slot is deleted or reloaded)."""
@@ -208,7 +208,8 @@ def _read_layout(pipe: Any, path: Path) -> _Lora:
     with safe_open(str(path), framework="pt") as weights:
         header = weights.metadata() or {}
     metadata = json.loads(header[LORA_ADAPTER_METADATA_KEY]) if header.get(LORA_ADAPTER_METADATA_KEY) else None
-    extra = {"unet_config": pipe.unet.config} if isinstance(pipe, StableDiffusionXLLoraLoaderMixin) else {}
+    unet_config = getattr(pipe, "unet").config  # noqa: B009 - the mixin's type doesn't declare the pipeline's unet
+    extra = {"unet_config": unet_config} if isinstance(pipe, StableDiffusionXLLoraLoaderMixin) else {}
     state_dict, network_alphas = pipe.lora_state_dict(dict(raw), **extra)
     if not all("lora" in key for key in state_dict):
         raise SwapRefused("not a LoRA checkpoint")
@@ -251,14 +252,15 @@ def _read_layout(pipe: Any, path: Path) -> _Lora:
             raise SwapRefused(f"its weight {key} is not a plain LoRA weight")
         by_module.setdefault(key.removesuffix(suffix), {})[suffix] = file_key
     layers = {}
+    ranks, alphas = config.rank_pattern or {}, config.alpha_pattern or {}
     for module, keys in by_module.items():
         if _A not in keys or _B not in keys:
             raise SwapRefused(f"its layer {module} lacks lora_A or lora_B")
         a_shape, b_shape = tuple(raw[keys[_A]].shape), tuple(raw[keys[_B]].shape)
-        rank = config.rank_pattern.get(get_pattern_key(config.rank_pattern.keys(), module), config.r)
+        rank = ranks.get(get_pattern_key(list(ranks), module), config.r)
         if len(a_shape) < 2 or len(b_shape) < 2 or not a_shape[0] == b_shape[1] == rank:
             raise SwapRefused(f"its layer {module} has shapes {a_shape}, {b_shape} for rank {rank}")
-        alpha = config.alpha_pattern.get(get_pattern_key(config.alpha_pattern.keys(), module), config.lora_alpha)
+        alpha = alphas.get(get_pattern_key(list(alphas), module), config.lora_alpha)
         layers[module] = _Layer(keys[_A], keys[_B], keys.get(_B_BIAS), a_shape, b_shape, rank, alpha)
     return _Lora(layers, config.use_rslora)
 
@@ -284,7 +286,7 @@ def _slot_targets(unet: Any, slot: str) -> dict[str, _Target]:
         ):
             raise SwapRefused(f"slot {slot}'s layer {name} is not a plain LoRA layer")
         up = module.lora_B[slot]
-        targets[name] = _Target(module, module.lora_A[slot].weight, up.weight, up.bias)
+        targets[name] = _Target(module, module.lora_A[slot].weight, up.weight, up.bias)  # type: ignore[arg-type]
     return targets
 
 

@@ -166,7 +166,7 @@ def build_tiny_nsfw_classifier(data_dir: Path) -> Path:
         # Random weights, but a calm verdict: "normal" dominates, so the tiny playground shows its images.
         # Tests that need flagged images lower `nsfw_threshold` or pass a guard they control.
         with torch.no_grad():
-            model.classifier.bias.copy_(torch.tensor([4.0, -4.0]))
+            model.classifier.bias.copy_(torch.tensor([4.0, -4.0]))  # type: ignore[operator]  # a Linear's bias
     finally:
         torch.random.set_rng_state(generator_state)
     target.parent.mkdir(parents=True, exist_ok=True)

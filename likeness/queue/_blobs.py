@@ -71,7 +71,7 @@ class BlobStore:
             _keys.blob(blob_id),
             _keys.uploads(owner),
             _keys.user_keys(owner),
-            data,
+            data,  # type: ignore[arg-type]  # redis-py takes bytes here too (its stubs say str)
             str(self.selfie_ttl_s),
             str(int(time.time() * 1000)),
             str(self.upload_budget_bytes),

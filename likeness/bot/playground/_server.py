@@ -20,16 +20,19 @@ import secrets
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from importlib import resources
-from typing import Any
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from redis.exceptions import RedisError
 
 from likeness.bot._core import BotCore
 from likeness.bot._safety import Decision
 from likeness.bot._texts import caption
+from likeness.config import Settings
 from likeness.errors import (
+    LikenessError,
     NotAllowed,
     NotRequester,
     QueueFull,
@@ -48,7 +51,7 @@ __all__ = ["PLATFORM", "build_app", "consume_deliveries"]
 
 log = logging.getLogger("likeness.playground")
 
-PLATFORM = "playground"
+PLATFORM: Final = "playground"
 COOKIE = "likeness_session"
 CORE: web.AppKey[BotCore] = web.AppKey("core", BotCore)
 _OUTCOME_WAIT_S = 30.0
@@ -123,7 +126,7 @@ def _outcome(delivery: Delivery) -> dict[str, Any]:
 # --- middlewares ---------------------------------------------------------------------------------
 
 
-def _same_site(settings: Any) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def _same_site(settings: Settings) -> Middleware:
     """Refuse foreign `Host`s (DNS rebinding) and cross-site writes (`Origin`, `Sec-Fetch-Site`)."""
     allowed = {"localhost", "127.0.0.1", "::1", *(h.lower() for h in settings.playground_allowed_hosts)}
     if settings.playground_host not in ("0.0.0.0", "::", ""):
@@ -176,7 +179,7 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except RedisError as exc:
         return _error(503, QueueUnavailable.code, QueueUnavailable().user_message, cause=exc)
     except Exception as exc:  # the one sink: anything else is logged with a reference
-        status = _STATUS.get(type(exc), 500)
+        status = _STATUS.get(type(exc), 500) if isinstance(exc, LikenessError) else 500
         return _error(status, getattr(exc, "code", "error"), request.app[CORE].error_message(exc), cause=exc)
 
 
@@ -335,7 +338,7 @@ async def _progress_then_outcome(core: BotCore, job_id: str) -> AsyncIterator[st
 
 async def _history(request: web.Request) -> web.Response:
     core = request.app[CORE]
-    ids = await core.queue.redis.lrange(keys.playground_history(request["session"]), 0, 49)
+    ids: list[bytes] = await core.queue.redis.lrange(keys.playground_history(request["session"]), 0, 49)  # type: ignore[misc]
     items = []
     for raw in ids:
         try:
