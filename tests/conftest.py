@@ -13,7 +13,7 @@ import pytest
 from likeness.config import Settings
 from likeness.redis_server import INSTALL_HINT, RedisServer
 
-pytest_plugins = ["tests.helpers.telegram_fixtures"]
+pytest_plugins = ["tests.helpers.telegram_fixtures", "tests.helpers.discord_fixtures"]
 
 
 @pytest.fixture(autouse=True)

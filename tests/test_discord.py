@@ -7,7 +7,7 @@ import asyncio
 import io
 import itertools
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -44,12 +44,6 @@ from tests.helpers.discord import (
 )
 from tests.helpers.faces import astronaut, jpeg_with_exif
 from tests.helpers.queue import running_worker
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeDiscord]:
-    async with FakeDiscord() as server:
-        yield server
 
 
 @pytest.fixture

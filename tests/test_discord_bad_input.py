@@ -4,7 +4,7 @@ it should not start, and the bot keeps serving afterwards."""
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -13,7 +13,6 @@ from likeness.config import Settings
 from likeness.queue import Delivery, append_delivery
 from tests.fakes.discord_api import TEXT_CHANNEL_ID, FakeDiscord
 from tests.helpers.discord import (
-    TOKEN,
     USER,
     buttons,
     ephemeral_texts,
@@ -27,21 +26,6 @@ from tests.helpers.discord import (
 )
 from tests.helpers.image_bytes import png_claiming_size
 from tests.helpers.queue import running_worker
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeDiscord]:
-    async with FakeDiscord() as server:
-        yield server
-
-
-@pytest.fixture
-def make(make_settings: Callable[..., Settings], redis_url: str, fake: FakeDiscord) -> Callable[..., Settings]:
-    def build(**overrides: Any) -> Settings:
-        values: dict[str, Any] = {"redis_url": redis_url, "discord_api_url": fake.api_url, "discord_token": TOKEN}
-        return make_settings(**{**values, **overrides})
-
-    return build
 
 
 async def _private_answer(fake: FakeDiscord, payload: dict[str, Any]) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -10,24 +10,10 @@ import pytest
 from likeness.config import Settings
 from likeness.queue import QueueClient, keys
 from tests.fakes.discord_api import FakeDiscord
-from tests.helpers.discord import OTHER, TOKEN, USER, button, buttons, ephemeral_texts, request_portrait, running_bot
+from tests.helpers.discord import OTHER, USER, button, buttons, ephemeral_texts, request_portrait, running_bot
 from tests.helpers.queue import running_worker
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeDiscord]:
-    async with FakeDiscord() as server:
-        yield server
-
-
-@pytest.fixture
-def make(make_settings: Callable[..., Settings], redis_url: str, fake: FakeDiscord) -> Callable[..., Settings]:
-    def build(**overrides: Any) -> Settings:
-        return make_settings(redis_url=redis_url, discord_api_url=fake.api_url, discord_token=TOKEN, **overrides)
-
-    return build
 
 
 async def _private_answer(fake: FakeDiscord, payload: dict[str, Any], needle: str) -> str:

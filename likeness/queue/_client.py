@@ -23,7 +23,7 @@ from likeness.errors import QueueUnavailable, ResultExpired
 from likeness.images import prepare_mask, prepare_selfie, sniff_image
 from likeness.queue import _keys
 from likeness.queue._admission import Admission
-from likeness.queue._blobs import BlobStore
+from likeness.queue._blobs import BlobStore, UploadKind
 from likeness.queue._models import (
     JobKind,
     JobPayload,
@@ -123,14 +123,7 @@ class QueueClient:
         async with self._reserved(origin, idempotency_key) as (job_id, dup):
             if dup is not None:
                 return dup
-            prepared = await asyncio.to_thread(
-                prepare_selfie,
-                selfie,
-                max_bytes=self.settings.max_upload_bytes,
-                max_pixels=self.settings.max_image_pixels,
-                max_side=self.settings.max_selfie_side,
-            )
-            selfie_id = await self.blobs.put_upload(prepared, kind="selfie", owner=origin.user_id)
+            selfie_id = await self._store_upload(selfie, "selfie", origin.user_id)
             payload = JobPayload(
                 job_id=job_id,
                 kind="portrait",
@@ -190,15 +183,7 @@ class QueueClient:
             if dup is not None:
                 return dup
             if mask is not None:
-                prepared = await asyncio.to_thread(
-                    prepare_mask,
-                    mask,
-                    max_bytes=self.settings.max_upload_bytes,
-                    max_pixels=self.settings.max_image_pixels,
-                    max_side=self.settings.max_selfie_side,
-                )
-                mask_id = await self.blobs.put_upload(prepared, kind="mask", owner=origin.user_id)
-                spec = spec.model_copy(update={"mask_blob_id": mask_id})
+                spec = spec.model_copy(update={"mask_blob_id": await self._store_upload(mask, "mask", origin.user_id)})
             payload = JobPayload(
                 job_id=job_id,
                 kind="edit",
@@ -399,6 +384,17 @@ class QueueClient:
             with contextlib.suppress(*REDIS_DOWN):
                 await self.admission.release(origin.user_id, reservation.job_id, idem)
             raise
+
+    async def _store_upload(self, data: bytes, kind: UploadKind, owner: str) -> str:
+        """Store what the worker needs of an upload (prepared off the loop, never the bytes as sent), within
+        the owner's storage budget; its blob id."""
+        prepare = prepare_selfie if kind == "selfie" else prepare_mask
+        settings = self.settings
+        prepared = await asyncio.to_thread(
+            prepare, data, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_image_pixels,
+            max_side=settings.max_selfie_side,
+        )  # fmt: skip
+        return await self.blobs.put_upload(prepared, kind=kind, owner=owner)
 
     async def _duplicate(self, job_id: str) -> Ticket:
         position = await self.position(job_id)
