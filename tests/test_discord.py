@@ -16,7 +16,7 @@ from PIL import Image
 from likeness.bot.discord import LikenessClient
 from likeness.config import Settings
 from likeness.provenance import read_provenance
-from likeness.queue import Delivery, append_delivery
+from likeness.queue import Delivery, QueueClient, append_delivery, keys
 from tests.fakes.discord_api import APP_ID, GUILD_ID, NSFW_CHANNEL_ID, TEXT_CHANNEL_ID, FakeDiscord
 from tests.helpers.discord import (
     ADMIN,
@@ -442,6 +442,39 @@ async def test_a_delivery_that_failed_for_now_is_sent_after_a_restart(settings: 
                     break
                 await asyncio.sleep(0.05)
             assert await _pending(client) == 0
+
+
+async def test_a_result_finished_while_the_bot_was_down_edits_the_response_through_the_stored_token(
+    settings: Settings, fake: FakeDiscord
+) -> None:
+    """A new client, which never saw the interaction, edits its response from the token in the job's origin
+    (`discord.Webhook.partial(...).edit_message("@original")`), and the buttons it attaches work."""
+    async with running_bot(settings, fake) as client:
+        payload = portrait(fake, fake.add_attachment(png()))
+        record = fake.interactions[payload["token"]]
+        await fake.dispatch("INTERACTION_CREATE", payload)
+        await fake.wait_for(lambda: record["original"], timeout=5)
+        for _ in range(100):  # queued: the bot may go
+            if await client.core.queue.redis.zcard(keys.ARQ_QUEUE):
+                break
+            await asyncio.sleep(0.05)
+    async with running_worker(settings), QueueClient(settings) as queue:
+        for _ in range(200):  # the job ran, and its delivery waits for a bot
+            if await queue.redis.xlen(keys.deliveries("discord")):
+                break
+            await asyncio.sleep(0.05)
+        assert not fake.message(record["original"])["attachments"], "nobody delivered it yet"
+        async with running_bot(settings, fake) as client:
+            message = await wait_result(fake, record["original"])
+            sent = [r for r in fake.calls("PATCH", payload["token"]) if r.files]
+            assert len(sent) == 1 and sent[0].path.endswith("/messages/@original")
+            assert list(buttons(message)) == ["reroll", "edit", "vary", "full"]
+            assert await _linked(client, message) == buttons(message)["reroll"].split(":")[2]
+            press = button(fake, int(message["id"]), buttons(message)["reroll"])
+            await fake.dispatch("INTERACTION_CREATE", press)
+            await fake.wait_for(lambda: fake.interactions[press["token"]]["original"], timeout=5)
+            rerolled = await wait_result(fake, fake.interactions[press["token"]]["original"])
+            assert buttons(rerolled)["reroll"] != buttons(message)["reroll"]
 
 
 async def test_acknowledges_within_3_s_even_when_the_download_is_slow(settings: Settings, fake: FakeDiscord) -> None:

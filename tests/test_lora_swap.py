@@ -1,10 +1,13 @@
-"""Swapping LoRAs into a reused slot in place: same pictures as a fresh load, and reloads when it can't."""
+"""Swapping LoRAs into a reused slot in place: same pictures as a fresh load, and reloads when it can't; `LoraBank`
+activating adapters like `pipe.set_adapters`; and a canary for the peft hot-swap bug the swap works around."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 from collections.abc import Callable, Iterator
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -266,3 +269,88 @@ def test_switching_back_and_forth_draws_each_preset_as_at_first_and_skips_redund
         previous = step
     assert np.abs(seen["lighter"] - seen["first"]).max() > 0.01
     assert np.abs(seen["none"] - seen["first"]).max() > 0.01
+
+
+def test_lora_bank_activates_adapters_like_pipe_set_adapters(
+    root: Path, model: LoadedModel, new_bank: Callable[[], LoraBank], tmp_path: Path
+) -> None:
+    """`LoraBank` activates adapters on the LoRA layers it found (peft's `set_adapter` + `set_scale`), not through
+    diffusers' `pipe.set_adapters`, which walks every module per call: both draw the same for several adapter and
+    weight combinations, one of them swapped in place with another rank and alpha.
+
+    Protects diffusers <0.43 and peft <0.22 (pyproject.toml). When it fails after an upgrade, `set_adapters` now
+    does more than activate and scale: follow it in `LoraBank._set_adapters` (likeness/generation/_loading.py),
+    or call it there, then move the bounds.
+    """
+    first = _write(tmp_path / "first", _tiny_state(root, "swap/first"), weight=0.8)
+    second = _write(tmp_path / "second", _tiny_state(root, "swap/second"), weight=0.5)
+    # Rank 2, alpha 1 (scale 1/2), into a rank-4 slot: the swap writes rank and alpha, which `set_adapters` reads.
+    third = _write(tmp_path / "third", _kohya(_tiny_state(root, "swap/third"), rank=2, alpha=1.0), weight=1.2)
+    bank = new_bank()
+    bank.capacity = 2
+    pictures = []
+    for loras in [
+        (first,),
+        (second,),
+        (first, second),
+        (second.model_copy(update={"weight": 1.3}), first.model_copy(update={"weight": 0.3})),
+        (third, first),  # `third` replaces `second` in its slot, in place
+    ]:
+        bank.activate(loras)
+        ours = _render(model)
+        names = [bank.slots[lora.key] for lora in loras]
+        model.pipe.set_adapters(names, [lora.weight for lora in loras])
+        theirs = _render(model)
+        label = ", ".join(f"{name}@{lora.weight}" for name, lora in zip(names, loras, strict=True))
+        assert np.abs(ours - theirs).max() <= 1 / 255, f"LoraBank and set_adapters draw {label} differently"
+        pictures.append(ours)
+    assert dict(bank.slots) == {third.key: "style1", first.key: "style0"}
+    assert all(np.abs(a - b).max() > 0.01 for a, b in itertools.pairwise(pictures)), "each combination draws its own"
+
+
+def test_canary_peft_hot_swap_still_keeps_the_old_rank_and_alpha(
+    root: Path, model: LoadedModel, new_bank: Callable[[], LoraBank], tmp_path: Path
+) -> None:
+    """Canary for the upstream bug our swap works around (peft 0.21.2 with diffusers 0.42.1; pinned peft <0.22,
+    diffusers <0.43): through diffusers' public hot-swap (`enable_lora_hotswap` before the first LoRA, then
+    `load_lora_weights(..., hotswap=True)`), a LoRA with another alpha/rank ratio keeps the slot's old `r` and
+    `lora_alpha`, so the next `set_adapters` scales it by the old ratio and it draws unlike a fresh load.
+
+    This test asserts that the bug is STILL THERE. When it fails after an upgrade, peft (or diffusers) fixed it:
+    `LoraSwapper._set_scale` (likeness/generation/_lora_swap.py) and `LoraBank._load`'s reload instead of
+    `hotswap=True` (likeness/generation/_loading.py) may be dropped for the upstream hot-swap; then delete this
+    canary.
+    """
+    new_bank()  # no style adapters left from other tests
+    pipe = model.pipe  # `load_model` called `enable_lora_hotswap(target_rank=4)` before any LoRA
+    first = _write(tmp_path / "first", _tiny_state(root, "swap/first"))  # rank 4, alpha 4: scale 1
+    second = _write(tmp_path / "second", _kohya(_tiny_state(root, "swap/second"), rank=4, alpha=2.0))  # scale 1/2
+    weight = 0.7
+    try:
+        pipe.load_lora_weights(first.source, weight_name=first.weight_name, adapter_name="style_canary")
+        pipe.load_lora_weights(second.source, weight_name=second.weight_name, adapter_name="style_canary", hotswap=True)
+        pipe.set_adapters(["style_canary"], [weight])
+        swapped = _render(model)
+        layers = _lora_layers(pipe, "style_canary")
+        pipe.load_lora_weights(second.source, weight_name=second.weight_name, adapter_name="style_canary_fresh")
+        pipe.set_adapters(["style_canary_fresh"], [weight])
+        fresh = _render(model)
+        fresh_layers = _lora_layers(pipe, "style_canary_fresh")
+    finally:
+        pipe.delete_adapters([name for name in ("style_canary", "style_canary_fresh") if name in pipe.unet.peft_config])
+    assert layers and {alpha / rank for rank, alpha, _ in fresh_layers} == {0.5}
+    fixed = f"peft {version('peft')} / diffusers {version('diffusers')} fixed the hot-swap bug our swap works around"
+    assert {alpha / rank for rank, alpha, _ in layers} == {1.0}, f"{fixed}: it now writes r/lora_alpha (see docstring)"
+    assert {round(scale, 6) for _, _, scale in layers} == {weight}, f"{fixed}: set_adapters now scales right"
+    assert np.abs(swapped - fresh).max() > 0.05, f"{fixed}: the hot-swapped LoRA draws like a fresh load"
+
+
+def _lora_layers(pipe: Any, adapter: str) -> list[tuple[int, float, float]]:
+    """(r, lora_alpha, scaling) of `adapter` on each UNet LoRA layer that has it."""
+    from peft.tuners.lora import LoraLayer
+
+    return [
+        (module.r[adapter], module.lora_alpha[adapter], float(module.scaling[adapter]))
+        for module in pipe.unet.modules()
+        if isinstance(module, LoraLayer) and adapter in module.scaling
+    ]

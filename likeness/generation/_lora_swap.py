@@ -19,6 +19,10 @@ rank is larger, as peft's `hotswap_adapter_from_state_dict` pads), zeros in slot
 lacks, and each layer's `r`, `lora_alpha` and `scaling`. peft's own hot-swap leaves `r` and `lora_alpha`
 at the slot's first occupant, so the next `set_adapters` rescales a LoRA with another alpha/rank ratio
 wrongly. Anything else raises `SwapRefused`, and the caller loads the LoRA the slow way.
+
+This mirrors diffusers' and peft's internals, so both are pinned from above in pyproject.toml;
+tests/test_pinned_seams.py checks their shape, and a canary in tests/test_lora_swap.py fails once peft's
+hot-swap keeps the new rank and alpha (then this workaround may go).
 """
 
 from __future__ import annotations

@@ -462,7 +462,14 @@ class QueueClient:
 
     async def _stop(self, job_id: str, user_id: str) -> None:
         """Cancel one job: marked (no delivery will be appended), its slot released, removed from the queue
-        if it has not started, else aborted."""
+        if it has not started, else aborted.
+
+        Not arq's `Job.abort`, which can't do the first half: it never removes a queued job (it moves a deferred
+        one to the front of the queue and leaves it for a worker to drop once a job slot is free, so a cancelled
+        job would keep its place and its key behind a busy worker), and it then waits for the job's result
+        (forever by default). A running job gets what `Job.abort` writes, the job id in arq's abort set scored
+        by the time (`tests/test_pinned_seams.py` checks that arq still signals aborts that way).
+        """
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.set(_keys.cancelled(job_id), "1", ex=_keys.DAY_S)
             self.admission.release_in(pipe, user_id, job_id)

@@ -16,6 +16,8 @@ import secrets
 import time
 from dataclasses import dataclass
 
+from arq.constants import abort_jobs_ss, default_queue_name, in_progress_key_prefix, job_key_prefix
+
 __all__ = [
     "ARQ_ABORT",
     "ARQ_FUNCTION",
@@ -35,11 +37,12 @@ __all__ = [
     "new_id",
 ]
 
-ARQ_QUEUE = "arq:queue"
-ARQ_IN_PROGRESS = "arq:in-progress:"
-ARQ_JOB = "arq:job:"
-ARQ_ABORT = "arq:abort"
-ARQ_FUNCTION = "run_job"
+# arq's own keys, under the names the queue client and the worker use (arq's values, not copies of them).
+ARQ_QUEUE = default_queue_name  # sorted set of job ids by start time; arq keeps a job in it while it runs
+ARQ_IN_PROGRESS = in_progress_key_prefix  # + job id: set while a worker runs the job
+ARQ_JOB = job_key_prefix  # + job id: the pickled job definition
+ARQ_ABORT = abort_jobs_ss  # sorted set of job ids to abort (`Job.abort` writes it; workers read it when polling)
+ARQ_FUNCTION = "run_job"  # the one function our workers register
 
 WAKE_CHANNEL = "likeness:wake"
 DELIVERY_GROUP = "bots"

@@ -32,6 +32,9 @@ class LikenessWorker(Worker):
       pipelined check, not arq's three round trips each, on every poll.
     - arq's poll loop dies on the first Redis error (a WATCH on a dropped connection is never retried): this
       one logs, gives back the job slot arq leaked, and polls again.
+
+    It overrides private parts of arq's `Worker`: arq is pinned from above in pyproject.toml, and
+    tests/test_pinned_seams.py fails, saying what to re-check, when their shape changes.
     """
 
     def __init__(self, *args: Any, poll_delay: float = 0.5, **kwargs: Any) -> None:

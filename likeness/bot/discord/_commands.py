@@ -121,7 +121,7 @@ def add_commands(tree: app_commands.CommandTree[Any], client: CommandHost) -> No
 
 def command_payload(tree: app_commands.CommandTree[Any]) -> list[dict[str, object]]:
     """The global commands exactly as `tree.sync()` uploads them."""
-    return [command.to_dict(tree) for command in tree._get_all_commands()]
+    return [command.to_dict(tree) for command in tree.get_commands()]
 
 
 async def sync_commands(client: CommandHost, *, force: bool = False) -> bool:

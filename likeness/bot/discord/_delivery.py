@@ -13,11 +13,10 @@ import asyncio
 import io
 import logging
 import time
+from collections.abc import Sequence
 
 import aiohttp
 import discord
-from discord.http import handle_message_parameters
-from discord.webhook.async_ import async_context
 
 from likeness.bot._core import BotCore, ResultMessage
 from likeness.bot.discord._common import EXTRA_APP, EXTRA_TOKEN, PLATFORM, THREAD_KEY, clip, token_alive
@@ -47,36 +46,27 @@ async def edit_original_response(
     application_id: int,
     token: str,
     *,
-    content: str | None = None,
-    files: list[discord.File] | None = None,
+    content: str,
+    files: Sequence[discord.File] = (),
     view: discord.ui.View | None = None,
 ) -> discord.Message:
-    """`Interaction.edit_original_response` from a stored token (the Interaction object is long gone).
+    """`Interaction.edit_original_response` from a stored token (the Interaction object is long gone): the
+    response becomes `content`, `files` and `view` (None: no buttons).
 
-    Same request as discord.py's own method: PATCH /webhooks/{app}/{token}/messages/@original.
+    An interaction's token is a webhook of the application, and its response that webhook's message
+    `@original`: PATCH /webhooks/{app}/{token}/messages/@original, the endpoint discord.py's own method uses
+    (with `with_components=1` when there are buttons, which an application's own webhook may send).
+    The view's buttons are `DynamicItem`s, dispatched by custom id whatever message they are on, so it does
+    not matter that discord.py files the view under `@original` rather than the message's id.
     """
-    state = client._connection
-    with handle_message_parameters(
+    webhook = discord.Webhook.partial(application_id, token, client=client)  # the client's session and state
+    # `message_id` is typed `int`, but discord.py puts it in the path as given, and Discord takes `@original`.
+    return await webhook.edit_message(  # type: ignore[call-overload]
+        "@original",
         content=content,
-        attachments=files if files is not None else discord.utils.MISSING,
-        view=view if view is not None else discord.utils.MISSING,
-        previous_allowed_mentions=state.allowed_mentions,
-    ) as params:
-        data = await async_context.get().edit_original_interaction_response(
-            application_id,
-            token,
-            session=client.http._HTTPClient__session,  # type: ignore[attr-defined]
-            proxy=client.http.proxy,
-            proxy_auth=client.http.proxy_auth,
-            payload=params.payload,
-            multipart=params.multipart,
-            files=params.files,
-        )
-    channel = client.get_partial_messageable(int(data["channel_id"]))
-    message = discord.Message(state=state, channel=channel, data=data)  # type: ignore[arg-type]
-    if view is not None and view.is_dispatchable():
-        state.store_view(view, message.id)
-    return message
+        attachments=list(files),
+        view=view,
+    )
 
 
 class DeliverySender:
