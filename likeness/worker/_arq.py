@@ -70,14 +70,14 @@ class LikenessWorker(Worker):
         between, and the first must not take the others (already marked in progress) for jobs of other
         workers and skip its batch window.
         """
-        ids = [job_id for job_id in job_ids if job_id.decode() not in self.tasks]
+        ids = [raw.decode() for raw in job_ids if raw.decode() not in self.tasks]
         if not ids or self.job_counter >= self.max_jobs:
             return
         async with self.pool.pipeline(transaction=False) as pipe:
             for job_id in ids:
-                pipe.exists(_keys.ARQ_IN_PROGRESS + job_id.decode())
+                pipe.exists(_keys.ARQ_IN_PROGRESS + job_id)
             running = await pipe.execute()
-        ready = [job_id.decode() for job_id, busy in zip(ids, running, strict=True) if not busy]
+        ready = [job_id for job_id, busy in zip(ids, running, strict=True) if not busy]
         runner: JobRunner = self.ctx["likeness"]  # set by `on_startup`, before the first poll
         runner.expect(ready)
         try:
