@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from typing import Any
 
@@ -88,7 +89,7 @@ class LikenessWorker(Worker):
                 if task is None or task.done():
                     runner.arrived(job_id)
                 else:  # arq may end a job without calling us (expired, aborted before it ran)
-                    task.add_done_callback(lambda _task, job_id=job_id: runner.arrived(job_id))
+                    task.add_done_callback(functools.partial(_arrived, runner, job_id))
 
     def _release_sem_dec_counter_on_complete(self) -> None:
         super()._release_sem_dec_counter_on_complete()
@@ -117,6 +118,10 @@ class LikenessWorker(Worker):
             await asyncio.gather(self._listener, return_exceptions=True)
             self._listener = None
         await super().close()
+
+
+def _arrived(runner: JobRunner, job_id: str, _task: asyncio.Task[Any]) -> None:
+    runner.arrived(job_id)
 
 
 async def run_job(ctx: dict[str, Any], job_id: str) -> str:
